@@ -1,0 +1,299 @@
+//! One NNrelief pruning call: pass(es) over the batch -> statistics -> scores -> selection ->
+//! dead units and residual test -> backward pruning -> masks applied.
+//!
+//! `Reference` semantics makes two streamed passes (convolutions on the pre-pruning pass; fully
+//! connected layers on a pass through the pruned feature extractor), `Paper` one. Everything runs
+//! under no-grad on the parameters' device; the batch is moved there chunk by chunk.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::backward::{backward_prune, mask_rows, rows_removed, BnZeroing};
+use crate::error::CoreError;
+use crate::exec::{forward, ForwardOptions};
+use crate::graph::{Activation, Convention, LayerOp, PruneGraph, Role, Shortcut};
+use crate::masks::MaskSet;
+use crate::params::{Bound, TensorMap};
+use crate::score::{conv_importance, linear_importance, PositionNorm};
+use crate::select::select_by_cumulative_share;
+use crate::semantics::Semantics;
+use crate::stats::StatsCollector;
+
+/// Settings of one pruning call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PruneConfig {
+    /// Share of each filter's importance to keep, in (0, 1].
+    pub alpha_conv: f64,
+    /// Share of each neuron's importance to keep, in (0, 1].
+    pub alpha_fc: f64,
+    /// Reference (authors' code) or paper semantics.
+    pub semantics: Semantics,
+    /// Samples per forward chunk (bounds memory; results do not depend on it beyond float
+    /// summation order).
+    pub chunk_size: i64,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        Self { alpha_conv: 0.9, alpha_fc: 0.95, semantics: Semantics::Reference, chunk_size: 256 }
+    }
+}
+
+impl PruneConfig {
+    /// Rejects alphas outside (0, 1] and empty chunks.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        for (name, a) in [("alpha_conv", self.alpha_conv), ("alpha_fc", self.alpha_fc)] {
+            if !(a > 0.0 && a <= 1.0) {
+                return Err(CoreError::Invalid(format!("{name} = {a}, expected a value in (0, 1]")));
+            }
+        }
+        if self.chunk_size < 1 {
+            return Err(CoreError::Invalid(format!("chunk_size = {}, expected >= 1", self.chunk_size)));
+        }
+        Ok(())
+    }
+}
+
+/// What a pruning call did, per layer (same order as the graph's layers).
+#[derive(Debug, Clone, Default)]
+pub struct PruneOutcome {
+    /// Units found dead on the batch.
+    pub dead: Vec<i64>,
+    /// Block second-conv filters removed by the residual ratio test.
+    pub ratio_filters: Vec<i64>,
+    /// Shortcut channels removed by the residual ratio test.
+    pub ratio_shortcuts: Vec<i64>,
+    /// Forward passes over the batch.
+    pub passes: usize,
+}
+
+/// Runs `f` over `batch` in chunks with a statistics collector for the `want`ed layers.
+fn collect(
+    graph: &PruneGraph,
+    bound: &Bound,
+    masks: &MaskSet,
+    batch: &Tensor,
+    want: Vec<bool>,
+    shortcut_masks: bool,
+    chunk: i64,
+    device: Device,
+) -> StatsCollector {
+    let mut stats = StatsCollector::new(graph, want);
+    let n = batch.size()[0];
+    let opts = ForwardOptions { train: false, shortcut_masks };
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let x = batch.narrow(0, start, len).to_device(device).to_kind(Kind::Float);
+        let _ = forward(graph, bound, Some(masks), &x, opts, Some(&mut stats));
+        stats.samples += len;
+        start += len;
+    }
+    stats
+}
+
+struct Call<'a> {
+    graph: &'a PruneGraph,
+    bound: Bound,
+    cfg: PruneConfig,
+    zeroing: BnZeroing,
+    outcome: PruneOutcome,
+}
+
+impl Call<'_> {
+    fn reference(&self) -> bool {
+        self.cfg.semantics == Semantics::Reference
+    }
+
+    fn dead_rule_applies(&self, l: usize) -> bool {
+        let layer = &self.graph.layers[l];
+        let is_output = l == self.graph.output_layer();
+        if !is_output {
+            return true;
+        }
+        self.reference() && self.graph.convention != Convention::Resnet && layer.activation == Activation::Identity
+    }
+
+    /// Scores layer `l` from `stats` and updates its masks (and shortcut masks for blocks).
+    fn score_layer(&mut self, l: usize, stats: &StatsCollector, masks: &mut MaskSet) {
+        let graph = self.graph;
+        let layer = &graph.layers[l];
+        let t = &self.bound.layers[l];
+        let st = &stats.layers[l];
+        let mean_in = stats.mean(st.input_abs.as_ref().expect("input statistics collected"));
+        let (imp, alpha) = match layer.op {
+            LayerOp::Linear { .. } => (linear_importance(&t.weight, t.bias.as_ref(), &mean_in), self.cfg.alpha_fc),
+            LayerOp::Conv2d { .. } => {
+                let norm = match graph.convention {
+                    Convention::Lenet => PositionNorm::L1,
+                    Convention::Vgg | Convention::Resnet => PositionNorm::L2,
+                };
+                (conv_importance(&layer.op, &t.weight, t.bias.as_ref(), &mean_in, norm), self.cfg.alpha_conv)
+            }
+        };
+        let mut keep = select_by_cumulative_share(&imp, alpha, self.cfg.semantics);
+        let outputs = layer.op.outputs();
+        let dead = if self.dead_rule_applies(l) {
+            let out = st.output.as_ref().expect("output statistics collected");
+            let dead = out.eq(0.0);
+            keep = keep.logical_and(&dead.logical_not().view([-1, 1]));
+            self.outcome.dead[l] = dead.sum(Kind::Int64).int64_value(&[]);
+            Some(dead)
+        } else {
+            None
+        };
+        let inputs = layer.op.inputs();
+        let keep_w = keep.narrow(1, 0, inputs).to_kind(Kind::Float);
+        let keep_w = if layer.op.is_conv() { keep_w.view([outputs, inputs, 1, 1]) } else { keep_w };
+        let wname = layer.weight_name();
+        let old = masks.get(&wname).expect("weight mask");
+        let cumulative = layer.op.is_conv() || !self.reference();
+        let new = if cumulative { old * &keep_w } else { keep_w.expand_as(old).contiguous() };
+        masks.set(&wname, new);
+        if let Some(bname) = layer.bias_name() {
+            let keep_b = keep.select(1, inputs).to_kind(Kind::Float);
+            let new = if self.reference() { keep_b } else { masks.get(&bname).expect("bias mask") * keep_b };
+            masks.set(&bname, new);
+        }
+        if let Some(dead) = &dead {
+            if layer.batch_norm.is_some() {
+                self.zeroing.mark(l, dead);
+            }
+            if let Role::BlockConv2(b) = layer.role {
+                if let Some(name) = &graph.blocks[b].mask {
+                    let m = masks.get(name).expect("shortcut mask") * dead.logical_not().to_kind(Kind::Float);
+                    masks.set(name, m);
+                }
+            }
+        }
+        if let Role::BlockConv2(b) = layer.role {
+            self.residual_ratio_test(l, b, stats, masks);
+        }
+    }
+
+    /// The ResNet residual test: with `B_c`, `R_c` the L2 norms over positions of the batch
+    /// means of `|bn2(conv2)|` and `|residual|`, drop filter `c` when `B_c / R_c < (1-a)/a` and
+    /// the shortcut channel when `R_c / B_c < (1-a)/a` (IEEE division: 0/0 prunes nothing).
+    fn residual_ratio_test(&mut self, l: usize, b: usize, stats: &StatsCollector, masks: &mut MaskSet) {
+        let st = &stats.layers[l];
+        let norm = |sum: &Tensor| {
+            let mean = stats.mean(sum);
+            let c = mean.size()[0];
+            mean.view([c, -1]).norm_scalaropt_dim(2, [1i64].as_slice(), false)
+        };
+        let branch = norm(st.branch_abs.as_ref().expect("branch statistics"));
+        let residual = norm(st.residual_abs.as_ref().expect("residual statistics"));
+        let a = self.cfg.alpha_conv;
+        let bound = ((1.0 - a) / a) as f32 as f64;
+        let drop_filter = (&branch / &residual).lt(bound);
+        let drop_short = (&residual / &branch).lt(bound);
+        self.outcome.ratio_filters[l] = drop_filter.sum(Kind::Int64).int64_value(&[]);
+        self.outcome.ratio_shortcuts[l] = drop_short.sum(Kind::Int64).int64_value(&[]);
+        mask_rows(self.graph, masks, l, &drop_filter);
+        let block = &self.graph.blocks[b];
+        match block.shortcut {
+            Shortcut::Conv { layer } => mask_rows(self.graph, masks, layer, &drop_short),
+            Shortcut::Identity | Shortcut::PadA { .. } => {
+                if let Some(name) = &block.mask {
+                    let m = masks.get(name).expect("shortcut mask") * drop_short.logical_not().to_kind(Kind::Float);
+                    masks.set(name, m);
+                }
+            }
+        }
+    }
+
+    /// Zeroes weight, bias and running statistics of the marked BatchNorm channels.
+    fn zero_batch_norms(&self) {
+        for (l, rows) in self.zeroing.channels.iter().enumerate() {
+            let (Some(rows), Some(bn)) = (rows, &self.bound.layers[l].bn) else { continue };
+            for t in [&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var] {
+                let _ = t.shallow_clone().masked_fill_(rows, 0.0);
+            }
+        }
+    }
+}
+
+/// Reshapes a batch to `N x input_shape` (accepting e.g. `N x 1 x 28 x 28` for a `784` input)
+/// or explains why it cannot.
+pub fn conform_batch(graph: &PruneGraph, batch: &Tensor) -> Result<Tensor, CoreError> {
+    let size = batch.size();
+    let per: i64 = graph.input_shape.iter().product();
+    if size.is_empty() || size[0] == 0 || size[1..].iter().product::<i64>() != per {
+        return Err(CoreError::BadBatch { expected: graph.input_shape.clone(), found: size });
+    }
+    let mut shape = vec![size[0]];
+    shape.extend_from_slice(&graph.input_shape);
+    Ok(batch.reshape(shape.as_slice()))
+}
+
+/// One NNrelief pruning call on `params` (PyTorch names, modified in place: masked weights
+/// zeroed, BatchNorm channels of removed units zeroed) and `masks` (updated), scored on
+/// `batch` (`N x input_shape`, any device).
+pub fn prune_step(
+    graph: &PruneGraph,
+    params: &TensorMap,
+    masks: &mut MaskSet,
+    batch: &Tensor,
+    cfg: &PruneConfig,
+) -> Result<PruneOutcome, CoreError> {
+    cfg.validate()?;
+    let batch = conform_batch(graph, batch)?;
+    let bound = Bound::new(graph, params)?;
+    let device = bound.layers[0].weight.device();
+    let reference = cfg.semantics == Semantics::Reference;
+    for layer in &graph.layers {
+        if layer.role == Role::Stem {
+            masks.set_inert(&layer.weight_name(), reference && graph.convention == Convention::Resnet);
+        }
+    }
+    let n_layers = graph.layers.len();
+    let mut call = Call {
+        graph,
+        bound,
+        cfg: *cfg,
+        zeroing: BnZeroing::new(graph),
+        outcome: PruneOutcome {
+            dead: vec![0; n_layers],
+            ratio_filters: vec![0; n_layers],
+            ratio_shortcuts: vec![0; n_layers],
+            passes: 0,
+        },
+    };
+    tch::no_grad(|| {
+        let is_conv: Vec<bool> = graph.layers.iter().map(|l| l.op.is_conv()).collect();
+        let want_a: Vec<bool> = if reference { is_conv.clone() } else { vec![true; n_layers] };
+        let stats = collect(graph, &call.bound, masks, &batch, want_a.clone(), !reference, cfg.chunk_size, device);
+        call.outcome.passes += 1;
+        for l in (0..n_layers).filter(|&l| want_a[l]) {
+            call.score_layer(l, &stats, masks);
+        }
+        drop(stats);
+        if reference && is_conv.iter().any(|c| !c) {
+            // The reference scores fully connected layers on the pruned feature extractor.
+            masks.apply(params);
+            call.zero_batch_norms();
+            let want_b: Vec<bool> = is_conv.iter().map(|c| !c).collect();
+            let stats = collect(graph, &call.bound, masks, &batch, want_b.clone(), true, cfg.chunk_size, device);
+            call.outcome.passes += 1;
+            for l in (0..n_layers).filter(|&l| want_b[l]) {
+                call.score_layer(l, &stats, masks);
+            }
+        }
+        backward_prune(graph, masks, &mut call.zeroing, reference);
+        if !reference {
+            // Paper: every unit that lost all its entries is removed, BatchNorm included.
+            for (l, layer) in graph.layers.iter().enumerate() {
+                if let Some(bn) = &layer.batch_norm {
+                    let removed = rows_removed(graph, masks, l);
+                    call.zeroing.mark(l, &removed);
+                    let keep = call.zeroing.channels[l].as_ref().expect("just marked").logical_not();
+                    for s in ["weight", "bias"] {
+                        masks.set(&format!("{bn}.{s}"), keep.shallow_clone());
+                    }
+                }
+            }
+        }
+        masks.apply(params);
+        call.zero_batch_norms();
+    });
+    Ok(call.outcome)
+}

@@ -1,0 +1,98 @@
+//! The magnitude-pruning baseline, through the same [`MaskSet`].
+//!
+//! Keeps the largest `|w|` among the still-unmasked weights: per layer to a given keep fraction
+//! (e.g. NNrelief's own per-layer fractions, for a comparison at equal budget), or globally over
+//! all prunable weights to one target fraction. Biases and shortcut masks are left alone.
+
+use tch::{Kind, Tensor};
+
+use crate::error::CoreError;
+use crate::graph::PruneGraph;
+use crate::masks::MaskSet;
+use crate::params::TensorMap;
+
+/// How much to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MagnitudeTarget {
+    /// Keep fraction per layer, graph order (of each layer's weight count).
+    PerLayer(Vec<f64>),
+    /// Keep fraction of all prunable weights, ranked together.
+    Global(f64),
+}
+
+fn weight<'a>(params: &'a TensorMap, name: &str) -> Result<&'a Tensor, CoreError> {
+    params.get(name).ok_or_else(|| CoreError::MissingTensor(name.to_string()))
+}
+
+/// Keeps the `k` largest entries of `scores` (flattened), as a 0/1 `f32` tensor.
+fn top_k_mask(scores: &Tensor, k: i64) -> Tensor {
+    let flat = scores.flatten(0, -1);
+    let mut mask = Tensor::zeros_like(&flat);
+    if k > 0 {
+        let (_, idx) = flat.topk(k.min(flat.numel() as i64), 0, true, false);
+        let _ = mask.index_fill_(0, &idx, 1.0);
+    }
+    mask.view_as(scores)
+}
+
+/// Updates the weight masks of `masks` by magnitude (monotone: masked weights stay masked).
+pub fn magnitude_prune(
+    graph: &PruneGraph,
+    params: &TensorMap,
+    masks: &mut MaskSet,
+    target: &MagnitudeTarget,
+) -> Result<(), CoreError> {
+    tch::no_grad(|| {
+        let scored: Vec<(String, Tensor)> = graph
+            .layers
+            .iter()
+            .map(|l| {
+                let name = l.weight_name();
+                let w = weight(params, &name)?;
+                let m = masks.get(&name).ok_or_else(|| CoreError::MissingTensor(format!("mask {name}")))?;
+                Ok((name, w.abs() * m))
+            })
+            .collect::<Result<_, CoreError>>()?;
+        match target {
+            MagnitudeTarget::PerLayer(fractions) => {
+                if fractions.len() != scored.len() {
+                    return Err(CoreError::Invalid(format!(
+                        "{} keep fractions for {} layers",
+                        fractions.len(),
+                        scored.len()
+                    )));
+                }
+                for ((name, s), f) in scored.iter().zip(fractions) {
+                    check_fraction(*f)?;
+                    let k = (f * s.numel() as f64).round() as i64;
+                    let new = top_k_mask(s, k) * masks.get(name).expect("checked");
+                    masks.set(name, new);
+                }
+            }
+            MagnitudeTarget::Global(f) => {
+                check_fraction(*f)?;
+                let all = Tensor::cat(&scored.iter().map(|(_, s)| s.flatten(0, -1)).collect::<Vec<_>>(), 0);
+                let k = (f * all.numel() as f64).round() as i64;
+                let keep = top_k_mask(&all, k);
+                let mut offset = 0;
+                for (name, s) in &scored {
+                    let n = s.numel() as i64;
+                    let part = keep.narrow(0, offset, n).view_as(s);
+                    offset += n;
+                    let new = part * masks.get(name).expect("checked");
+                    masks.set(name, new.to_kind(Kind::Float));
+                }
+            }
+        }
+        masks.apply(params);
+        Ok(())
+    })
+}
+
+fn check_fraction(f: f64) -> Result<(), CoreError> {
+    if (0.0..=1.0).contains(&f) {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid(format!("keep fraction {f} outside [0, 1]")))
+    }
+}

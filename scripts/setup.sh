@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Provision libtorch for relief, idempotently and offline except for PyPI.
+#
+# Creates a project-local venv (.venv) with torch==2.11.0 (the exact version tch 0.24.0 expects;
+# the PyPI wheel is CUDA 13 enabled and also runs on CPU) and links .libtorch -> its torch/
+# directory, which .cargo/config.toml hands to tch. Afterwards plain `cargo build|test|bench`
+# work. Skipped when the user brings their own libtorch (LIBTORCH=... or LIBTORCH_USE_PYTORCH=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION="2.11.0"
+PYTHON="${PYTHON:-python3}"
+say() { printf '[setup] %s\n' "$*"; }
+
+if [[ -n "${LIBTORCH_USE_PYTORCH:-}" || -n "${LIBTORCH:-}" ]]; then
+  say "LIBTORCH or LIBTORCH_USE_PYTORCH is set: using your libtorch, nothing to provision."
+  exit 0
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  say "creating the project venv in .venv ($($PYTHON --version))"
+  "$PYTHON" -m venv .venv
+fi
+
+have_torch() {
+  .venv/bin/python - <<PY 2>/dev/null
+import torch, sys
+sys.exit(0 if torch.__version__.split('+')[0] == "$TORCH_VERSION" else 1)
+PY
+}
+
+if have_torch; then
+  say "torch $TORCH_VERSION already installed in .venv"
+else
+  say "installing torch==$TORCH_VERSION from PyPI into .venv (about 4.6 GB, a minute or two)"
+  .venv/bin/python -m pip install --disable-pip-version-check -q "torch==$TORCH_VERSION"
+fi
+
+torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+if [[ "$(readlink .libtorch 2>/dev/null || true)" != "$torch_dir" ]]; then
+  ln -sfn "$torch_dir" .libtorch
+  say "linked .libtorch -> $torch_dir"
+else
+  say ".libtorch -> $torch_dir"
+fi
+for f in lib/libtorch_cpu.so include/torch; do
+  [[ -e ".libtorch/$f" ]] || { say "error: .libtorch/$f is missing; is the torch wheel complete?"; exit 1; }
+done
+say "libtorch ready ($(.venv/bin/python -c 'import warnings; warnings.filterwarnings("ignore"); import torch; print(torch.__version__)'))"
