@@ -12,8 +12,7 @@ demo: setup
 
 test: setup
 	@echo "[make test] building and running every test of the workspace"
-	cargo test --workspace --all-targets
-	cargo test --workspace --doc
+	@bash scripts/test.sh
 
 lint:
 	cargo fmt --all --check

@@ -18,7 +18,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
         }
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) if n < tch::Cuda::device_count() as usize => Device::Cuda(n),
-            Some(n) => bail!("--device cuda:{n}: only {} CUDA device(s) available", tch::Cuda::device_count()),
+            Some(n) => {
+                bail!("--device cuda:{n}: only {} CUDA device(s) available", tch::Cuda::device_count())
+            }
             None => bail!("--device `{other}`: expected auto, cpu, cuda or cuda:N"),
         },
     })
@@ -36,7 +38,8 @@ pub fn write_safetensors_atomic(path: &Path, tensors: &[(String, Tensor)]) -> Re
     let tmp = temp_sibling(path);
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     Tensor::write_safetensors(&refs, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -45,5 +48,6 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.is_file() {
         bail!("{}: no such file", path.display());
     }
-    Tensor::read_safetensors(path).with_context(|| format!("{}: not a readable safetensors file", path.display()))
+    Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: not a readable safetensors file", path.display()))
 }

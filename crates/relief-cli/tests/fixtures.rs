@@ -81,7 +81,8 @@ fn check_fixture(name: &str) {
         let expected = match fix.get(&format!("after.{k}")) {
             Some(t) => t.shallow_clone(),
             None => {
-                let m = fix.get(&format!("mask.{k}")).unwrap_or_else(|| panic!("{name}: no after/mask for {k}"));
+                let m =
+                    fix.get(&format!("mask.{k}")).unwrap_or_else(|| panic!("{name}: no after/mask for {k}"));
                 before * m.to_kind(before.kind())
             }
         };

@@ -77,6 +77,20 @@ pub fn inputs_unused(graph: &PruneGraph, masks: &MaskSet, l: usize) -> Tensor {
     w.amax(dims.as_slice(), false).eq(0.0)
 }
 
+/// Input channels (`(inputs,)` boolean) a [`Shortcut::Gather`] no longer carries: `c` is unused
+/// unless some output `j` with `live[j]` has `index[j] == c`.
+fn gather_unused(index: &[i64], live: &Tensor, inputs: i64) -> Tensor {
+    let device = live.device();
+    let live = Vec::<bool>::try_from(live.to_device(tch::Device::Cpu)).expect("boolean mask");
+    let mut unused = vec![true; inputs as usize];
+    for (j, &c) in index.iter().enumerate() {
+        if c >= 0 && live[j] {
+            unused[c as usize] = false;
+        }
+    }
+    Tensor::from_slice(&unused).to_device(device)
+}
+
 /// Runs backward pruning over `masks`, marking BatchNorm channels of removed units in
 /// `zeroing` (except the ResNet stem's when `skip_stem_bn`, as the reference does).
 pub fn backward_prune(graph: &PruneGraph, masks: &mut MaskSet, zeroing: &mut BnZeroing, skip_stem_bn: bool) {
@@ -110,14 +124,26 @@ pub fn backward_prune(graph: &PruneGraph, masks: &mut MaskSet, zeroing: &mut BnZ
                         inputs_unused(graph, masks, layer)
                     }
                     Shortcut::Identity | Shortcut::PadA { .. } => {
-                        let name = block.mask.as_ref().expect("identity/option-A blocks carry a shortcut mask");
-                        let m = masks.get(name).expect("shortcut mask") * unused.logical_not().to_kind(Kind::Float);
+                        let name =
+                            block.mask.as_ref().expect("identity/option-A blocks carry a shortcut mask");
+                        let m = masks.get(name).expect("shortcut mask")
+                            * unused.logical_not().to_kind(Kind::Float);
                         masks.set(name, m.shallow_clone());
                         let dead = m.eq(0.0);
                         match block.shortcut {
                             Shortcut::PadA { pad } => dead.narrow(0, pad, shapes[k][0]),
                             _ => dead,
                         }
+                    }
+                    Shortcut::Gather { ref index, .. } => {
+                        // Input channel `c` is still carried when some live output reads it.
+                        let mut live = unused.logical_not();
+                        if let Some(name) = &block.mask {
+                            let m = masks.get(name).expect("shortcut mask") * live.to_kind(Kind::Float);
+                            masks.set(name, m.shallow_clone());
+                            live = m.ne(0.0);
+                        }
+                        gather_unused(index, &live, shapes[k][0])
                     }
                 };
                 let inner = inputs_unused(graph, masks, block.conv2);

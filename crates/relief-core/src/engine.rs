@@ -66,7 +66,9 @@ pub struct PruneOutcome {
     pub passes: usize,
 }
 
-/// Runs `f` over `batch` in chunks with a statistics collector for the `want`ed layers.
+/// Streams `batch` through the model in chunks, accumulating statistics for the `want`ed
+/// layers; `shortcut_masks` selects the real forward (true) or the reference's scoring forward.
+#[allow(clippy::too_many_arguments)]
 fn collect(
     graph: &PruneGraph,
     bound: &Bound,
@@ -97,6 +99,9 @@ struct Call<'a> {
     cfg: PruneConfig,
     zeroing: BnZeroing,
     outcome: PruneOutcome,
+    /// Per-layer counts kept on the device until the call ends (no host sync per layer):
+    /// `(kind, layer, count)` with kind 0 = dead, 1 = ratio filters, 2 = ratio shortcuts.
+    counts: Vec<(u8, usize, Tensor)>,
 }
 
 impl Call<'_> {
@@ -110,7 +115,9 @@ impl Call<'_> {
         if !is_output {
             return true;
         }
-        self.reference() && self.graph.convention != Convention::Resnet && layer.activation == Activation::Identity
+        self.reference()
+            && self.graph.convention != Convention::Resnet
+            && layer.activation == Activation::Identity
     }
 
     /// Scores layer `l` from `stats` and updates its masks (and shortcut masks for blocks).
@@ -121,7 +128,9 @@ impl Call<'_> {
         let st = &stats.layers[l];
         let mean_in = stats.mean(st.input_abs.as_ref().expect("input statistics collected"));
         let (imp, alpha) = match layer.op {
-            LayerOp::Linear { .. } => (linear_importance(&t.weight, t.bias.as_ref(), &mean_in), self.cfg.alpha_fc),
+            LayerOp::Linear { .. } => {
+                (linear_importance(&t.weight, t.bias.as_ref(), &mean_in), self.cfg.alpha_fc)
+            }
             LayerOp::Conv2d { .. } => {
                 let norm = match graph.convention {
                     Convention::Lenet => PositionNorm::L1,
@@ -136,7 +145,7 @@ impl Call<'_> {
             let out = st.output.as_ref().expect("output statistics collected");
             let dead = out.eq(0.0);
             keep = keep.logical_and(&dead.logical_not().view([-1, 1]));
-            self.outcome.dead[l] = dead.sum(Kind::Int64).int64_value(&[]);
+            self.counts.push((0, l, dead.sum(Kind::Int64)));
             Some(dead)
         } else {
             None
@@ -186,15 +195,16 @@ impl Call<'_> {
         let bound = ((1.0 - a) / a) as f32 as f64;
         let drop_filter = (&branch / &residual).lt(bound);
         let drop_short = (&residual / &branch).lt(bound);
-        self.outcome.ratio_filters[l] = drop_filter.sum(Kind::Int64).int64_value(&[]);
-        self.outcome.ratio_shortcuts[l] = drop_short.sum(Kind::Int64).int64_value(&[]);
+        self.counts.push((1, l, drop_filter.sum(Kind::Int64)));
+        self.counts.push((2, l, drop_short.sum(Kind::Int64)));
         mask_rows(self.graph, masks, l, &drop_filter);
         let block = &self.graph.blocks[b];
         match block.shortcut {
             Shortcut::Conv { layer } => mask_rows(self.graph, masks, layer, &drop_short),
-            Shortcut::Identity | Shortcut::PadA { .. } => {
+            Shortcut::Identity | Shortcut::PadA { .. } | Shortcut::Gather { .. } => {
                 if let Some(name) = &block.mask {
-                    let m = masks.get(name).expect("shortcut mask") * drop_short.logical_not().to_kind(Kind::Float);
+                    let m = masks.get(name).expect("shortcut mask")
+                        * drop_short.logical_not().to_kind(Kind::Float);
                     masks.set(name, m);
                 }
             }
@@ -208,6 +218,38 @@ impl Call<'_> {
             for t in [&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var] {
                 let _ = t.shallow_clone().masked_fill_(rows, 0.0);
             }
+        }
+    }
+}
+
+/// The statistics of the first (pre-pruning) scoring pass of `semantics`, for every layer:
+/// what [`prune_step`] scores convolutions (reference) or all layers (paper) on.
+pub fn scoring_statistics(
+    graph: &PruneGraph,
+    params: &TensorMap,
+    masks: &MaskSet,
+    batch: &Tensor,
+    semantics: Semantics,
+    chunk_size: i64,
+) -> Result<StatsCollector, CoreError> {
+    let batch = conform_batch(graph, batch)?;
+    let bound = Bound::new(graph, params)?;
+    let device = bound.layers[0].weight.device();
+    let want = vec![true; graph.layers.len()];
+    let shortcut_masks = semantics == Semantics::Paper;
+    Ok(tch::no_grad(|| {
+        collect(graph, &bound, masks, &batch, want, shortcut_masks, chunk_size.max(1), device)
+    }))
+}
+
+/// Marks the masks that `semantics` never applies to their weights: in `reference`, the ResNet
+/// stem's (the authors' `_apply_mask` and training never multiply it in). Call it before masked
+/// training with masks loaded from disk; [`prune_step`] calls it itself.
+pub fn mark_inert_masks(graph: &PruneGraph, masks: &mut MaskSet, semantics: Semantics) {
+    let reference = semantics == Semantics::Reference;
+    for layer in &graph.layers {
+        if layer.role == Role::Stem {
+            masks.set_inert(&layer.weight_name(), reference && graph.convention == Convention::Resnet);
         }
     }
 }
@@ -240,11 +282,7 @@ pub fn prune_step(
     let bound = Bound::new(graph, params)?;
     let device = bound.layers[0].weight.device();
     let reference = cfg.semantics == Semantics::Reference;
-    for layer in &graph.layers {
-        if layer.role == Role::Stem {
-            masks.set_inert(&layer.weight_name(), reference && graph.convention == Convention::Resnet);
-        }
-    }
+    mark_inert_masks(graph, masks, cfg.semantics);
     let n_layers = graph.layers.len();
     let mut call = Call {
         graph,
@@ -257,22 +295,34 @@ pub fn prune_step(
             ratio_shortcuts: vec![0; n_layers],
             passes: 0,
         },
+        counts: Vec::new(),
     };
     tch::no_grad(|| {
         let is_conv: Vec<bool> = graph.layers.iter().map(|l| l.op.is_conv()).collect();
         let want_a: Vec<bool> = if reference { is_conv.clone() } else { vec![true; n_layers] };
-        let stats = collect(graph, &call.bound, masks, &batch, want_a.clone(), !reference, cfg.chunk_size, device);
-        call.outcome.passes += 1;
-        for l in (0..n_layers).filter(|&l| want_a[l]) {
-            call.score_layer(l, &stats, masks);
+        if want_a.iter().any(|&w| w) {
+            let stats = collect(
+                graph,
+                &call.bound,
+                masks,
+                &batch,
+                want_a.clone(),
+                !reference,
+                cfg.chunk_size,
+                device,
+            );
+            call.outcome.passes += 1;
+            for l in (0..n_layers).filter(|&l| want_a[l]) {
+                call.score_layer(l, &stats, masks);
+            }
         }
-        drop(stats);
         if reference && is_conv.iter().any(|c| !c) {
             // The reference scores fully connected layers on the pruned feature extractor.
             masks.apply(params);
             call.zero_batch_norms();
             let want_b: Vec<bool> = is_conv.iter().map(|c| !c).collect();
-            let stats = collect(graph, &call.bound, masks, &batch, want_b.clone(), true, cfg.chunk_size, device);
+            let stats =
+                collect(graph, &call.bound, masks, &batch, want_b.clone(), true, cfg.chunk_size, device);
             call.outcome.passes += 1;
             for l in (0..n_layers).filter(|&l| want_b[l]) {
                 call.score_layer(l, &stats, masks);
@@ -295,5 +345,13 @@ pub fn prune_step(
         masks.apply(params);
         call.zero_batch_norms();
     });
+    for (kind, l, count) in &call.counts {
+        let v = count.int64_value(&[]);
+        match kind {
+            0 => call.outcome.dead[*l] = v,
+            1 => call.outcome.ratio_filters[*l] = v,
+            _ => call.outcome.ratio_shortcuts[*l] = v,
+        }
+    }
     Ok(call.outcome)
 }

@@ -73,6 +73,26 @@ fn batch_norm(t: &LayerTensors, z: Tensor, train: bool) -> Tensor {
     }
 }
 
+/// The [`Shortcut::Gather`] branch: `out[:, j] = x[:, index[j], ::stride, ::stride]`, zeros
+/// where `index[j] < 0`.
+pub fn gather_channels(x: &Tensor, stride: i64, index: &[i64]) -> Tensor {
+    let sub =
+        if stride > 1 { x.slice(2, 0, None, stride).slice(3, 0, None, stride) } else { x.shallow_clone() };
+    let device = x.device();
+    if index.iter().all(|&i| i >= 0) {
+        return sub.index_select(1, &Tensor::from_slice(index).to_device(device));
+    }
+    let (src, dst): (Vec<i64>, Vec<i64>) =
+        index.iter().enumerate().filter(|(_, &i)| i >= 0).map(|(j, &i)| (i, j as i64)).unzip();
+    let size = sub.size();
+    let out = Tensor::zeros([size[0], index.len() as i64, size[2], size[3]], (sub.kind(), device));
+    if src.is_empty() {
+        return out;
+    }
+    let picked = sub.index_select(1, &Tensor::from_slice(&src).to_device(device));
+    out.index_copy(1, &Tensor::from_slice(&dst).to_device(device), &picked)
+}
+
 struct Exec<'a> {
     graph: &'a PruneGraph,
     params: &'a Bound,
@@ -113,10 +133,16 @@ impl Exec<'_> {
                 sub.constant_pad_nd([0, 0, 0, 0, pad, pad])
             }
             Shortcut::Conv { layer } => self.pre_activation(layer, x, probe),
+            Shortcut::Gather { stride, ref index } => gather_channels(x, stride, index),
         };
         if self.opts.shortcut_masks {
             if let Some(m) = block.mask.as_ref().and_then(|n| self.masks.and_then(|ms| ms.get(n))) {
-                residual = residual * m.view([-1, 1, 1]);
+                // Out of place on purpose: `*=` is an in-place `mul_` in tch and the identity
+                // residual shares storage with the block input (needed by autograd).
+                #[allow(clippy::assign_op_pattern)]
+                {
+                    residual = residual * m.view([-1, 1, 1]);
+                }
             }
         }
         let y = (&branch + &residual).relu();

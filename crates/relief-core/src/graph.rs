@@ -131,7 +131,7 @@ impl Layer {
 }
 
 /// The shortcut branch of a residual block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Shortcut {
     /// `x` itself (same channels and size).
     Identity,
@@ -140,6 +140,10 @@ pub enum Shortcut {
     PadA { pad: i64 },
     /// Option B: a 1x1 convolution + BatchNorm, the prunable layer with this index.
     Conv { layer: usize },
+    /// A channel gather (what identity and option-A shortcuts become after compaction, see
+    /// `compact`): output channel `j` is `x[:, index[j], ::stride, ::stride]`, or zeros where
+    /// `index[j] < 0`.
+    Gather { stride: i64, index: Vec<i64> },
 }
 
 /// A residual block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + m * shortcut(x))`, where `m` is
@@ -193,8 +197,7 @@ pub struct PruneGraph {
 }
 
 /// BatchNorm parameter and buffer suffixes, in `state_dict` order.
-pub const BN_SUFFIXES: [&str; 5] =
-    ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"];
+pub const BN_SUFFIXES: [&str; 5] = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"];
 
 impl PruneGraph {
     /// Index of a layer by module path.
@@ -308,7 +311,8 @@ impl PruneGraph {
                     if shape.len() != 3 {
                         return Err("max pool on a non-image tensor".into());
                     }
-                    shape = vec![shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1];
+                    shape =
+                        vec![shape[0], (shape[1] - kernel) / stride + 1, (shape[2] - kernel) / stride + 1];
                 }
                 Node::GlobalAvgPool => {
                     if shape.len() != 3 {
@@ -332,6 +336,13 @@ impl PruneGraph {
                             let mut s = input.clone();
                             visit(layer, &mut s, &mut seen)?;
                             s
+                        }
+                        Shortcut::Gather { stride, ref index } => {
+                            if stride < 1 || index.iter().any(|&i| i >= input[0]) {
+                                return Err(format!("block {b}: gather reads beyond {} channels", input[0]));
+                            }
+                            let sub = |s: i64| (s + stride - 1) / stride;
+                            vec![index.len() as i64, sub(input[1]), sub(input[2])]
                         }
                     };
                     if short != shape {

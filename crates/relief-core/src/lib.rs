@@ -10,16 +10,19 @@
 
 pub mod accounting;
 pub mod backward;
+pub mod compact;
 pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod magnitude;
 pub mod masks;
+pub mod optim;
 pub mod params;
 pub mod score;
 pub mod select;
 pub mod semantics;
+pub mod sparse;
 pub mod stats;
 pub mod train;
 

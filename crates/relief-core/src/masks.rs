@@ -146,9 +146,18 @@ impl MaskSet {
         let mut found = BTreeSet::new();
         for (key, t) in tensors {
             let Some(name) = key.strip_prefix(prefix) else { continue };
-            let Some(slot) = set.masks.get_mut(name) else {
-                return Err(CoreError::Invalid(format!("mask `{key}` matches no maskable tensor")));
-            };
+            if !set.masks.contains_key(name) {
+                // BatchNorm gamma/beta masks (paper semantics) are optional extras.
+                let shape = graph.tensor_shapes().into_iter().find(|(n, _)| n == name).map(|(_, s)| s);
+                match shape {
+                    Some(s) if name.ends_with(".weight") || name.ends_with(".bias") => {
+                        set.masks.insert(name.to_string(), Tensor::ones(s.as_slice(), (Kind::Float, device)));
+                        found.insert(name.to_string());
+                    }
+                    _ => return Err(CoreError::Invalid(format!("mask `{key}` matches no maskable tensor"))),
+                }
+            }
+            let slot = set.masks.get_mut(name).expect("inserted above");
             let want = slot.size();
             let t = t.to_kind(Kind::Float).to_device(device);
             let full = if t.size() == want {
@@ -156,11 +165,7 @@ impl MaskSet {
             } else if want.len() == 4 && t.size() == [want[0], want[1], 1, 1] {
                 t.expand(want.as_slice(), false).contiguous()
             } else {
-                return Err(CoreError::ShapeMismatch {
-                    name: key.clone(),
-                    expected: want,
-                    found: t.size(),
-                });
+                return Err(CoreError::ShapeMismatch { name: key.clone(), expected: want, found: t.size() });
             };
             *slot = full.ne(0.0).to_kind(Kind::Float);
             found.insert(name.to_string());

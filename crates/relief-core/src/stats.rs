@@ -76,7 +76,10 @@ impl Probe for StatsCollector {
     fn layer_output(&mut self, layer: usize, y: &Tensor) {
         if self.want[layer] {
             let dims: Vec<i64> = (0..y.dim() as i64).filter(|&d| d != 1).collect();
-            accumulate(&mut self.layers[layer].output, y.sum_dim_intlist(dims.as_slice(), false, Kind::Float));
+            accumulate(
+                &mut self.layers[layer].output,
+                y.sum_dim_intlist(dims.as_slice(), false, Kind::Float),
+            );
         }
     }
 

@@ -38,7 +38,9 @@ impl OptimizerSpec {
     /// Builds the optimizer over `vs`'s trainable variables.
     pub fn build(&self, vs: &tch::nn::VarStore) -> Result<Optimizer, tch::TchError> {
         match *self {
-            OptimizerSpec::Adam { lr, weight_decay } => tch::nn::Adam { wd: weight_decay, ..Default::default() }.build(vs, lr),
+            OptimizerSpec::Adam { lr, weight_decay } => {
+                tch::nn::Adam { wd: weight_decay, ..Default::default() }.build(vs, lr)
+            }
             OptimizerSpec::Sgd { lr, momentum, weight_decay } => {
                 tch::nn::Sgd { momentum, wd: weight_decay, ..Default::default() }.build(vs, lr)
             }

@@ -7,7 +7,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::augment::Augment;
+use crate::augment::{Augment, Workspace};
 use crate::error::DataError;
 use crate::preprocess::{Prepared, Preprocess};
 use crate::rng::Mt19937;
@@ -65,9 +65,7 @@ impl Batcher {
         if let Some(a) = augment {
             let [_, h, w] = split.image_shape();
             if h != w || a.max_offset(h) < 0 {
-                return Err(DataError::invalid(format!(
-                    "augmentation {a:?} does not fit {h}x{w} images"
-                )));
+                return Err(DataError::invalid(format!("augmentation {a:?} does not fit {h}x{w} images")));
             }
         }
         let prepared = Prepared::new(preprocess, split.images.device())?;
@@ -97,18 +95,17 @@ impl Batcher {
     /// The batches of epoch `epoch` (0-based): same seed and epoch, same batches.
     pub fn epoch(&self, epoch: u64) -> Result<Epoch<'_>, DataError> {
         let n = self.split.len();
-        let order = if self.config.shuffle {
-            let perm = Mt19937::derived(self.config.seed, 2 * epoch).permutation(n as usize);
-            Some(Tensor::from_slice(&perm).f_to_device(self.split.images.device())?)
-        } else {
-            None
-        };
+        let order = self
+            .config
+            .shuffle
+            .then(|| Mt19937::derived(self.config.seed, 2 * epoch).permutation(n as usize));
         Ok(Epoch {
             batcher: self,
             order,
             next: 0,
             end: self.len() * self.config.batch_size,
             rng: Mt19937::derived(self.config.seed, 2 * epoch + 1),
+            workspace: Workspace::default(),
         })
     }
 }
@@ -117,29 +114,47 @@ impl Batcher {
 #[derive(Debug)]
 pub struct Epoch<'a> {
     batcher: &'a Batcher,
-    order: Option<Tensor>,
+    /// The epoch's permutation (host), when shuffling.
+    order: Option<Vec<i64>>,
     next: i64,
     end: i64,
     rng: Mt19937,
+    workspace: Workspace,
 }
 
 impl Epoch<'_> {
     fn batch(&mut self, start: i64, len: i64) -> Result<(Tensor, Tensor), DataError> {
         let b = self.batcher;
-        let (images, labels) = match &self.order {
-            Some(order) => {
-                let idx = order.f_narrow(0, start, len)?;
-                (b.split.images.f_index_select(0, &idx)?, b.split.labels.f_index_select(0, &idx)?)
+        let (images, labels) = (&b.split.images, &b.split.labels);
+        // Labels (and, without augmentation, images): a view in file order, a gather otherwise.
+        let picked = |t: &Tensor| -> Result<Tensor, DataError> {
+            Ok(match &self.order {
+                Some(order) => {
+                    let idx = &order[start as usize..(start + len) as usize];
+                    t.f_index_select(0, &index_tensor(idx, t)?)?
+                }
+                None => t.f_narrow(0, start, len)?,
+            })
+        };
+        let y = picked(labels)?;
+        let x = match &b.augment {
+            Some(a) => {
+                let indices: Vec<i64> = match &self.order {
+                    Some(order) => order[start as usize..(start + len) as usize].to_vec(),
+                    None => (start..start + len).collect(),
+                };
+                let draw = a.draw(indices.len(), images.size()[2], &mut self.rng)?;
+                a.apply_indexed(images, &indices, &draw, &mut self.workspace)?
             }
-            None => (b.split.images.f_narrow(0, start, len)?, b.split.labels.f_narrow(0, start, len)?),
+            None => picked(images)?,
         };
-        let images = match &b.augment {
-            Some(a) => a.apply(&images, &mut self.rng)?,
-            None => images,
-        };
-        let x = b.prepared.apply(&images)?;
-        Ok((x, labels.f_to_kind(Kind::Int64)?))
+        Ok((b.prepared.apply(&x)?, y.f_to_kind(Kind::Int64)?))
     }
+}
+
+/// `indices` as an `i64` tensor on `like`'s device.
+fn index_tensor(indices: &[i64], like: &Tensor) -> Result<Tensor, DataError> {
+    Ok(Tensor::from_slice(indices).f_to_device(like.device())?)
 }
 
 impl Iterator for Epoch<'_> {
@@ -177,10 +192,7 @@ mod tests {
     }
 
     fn labels_of(b: &Batcher, epoch: u64) -> Vec<Vec<i64>> {
-        b.epoch(epoch)
-            .unwrap()
-            .map(|r| Vec::<i64>::try_from(&r.unwrap().1).unwrap())
-            .collect()
+        b.epoch(epoch).unwrap().map(|r| Vec::<i64>::try_from(&r.unwrap().1).unwrap()).collect()
     }
 
     #[test]

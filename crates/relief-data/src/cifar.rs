@@ -69,15 +69,15 @@ pub fn parse_records(
     if bytes.is_empty() {
         return Err(DataError::format(path, format!("empty file, expected records of {rec} bytes")));
     }
-    if bytes.len() % rec != 0 {
+    let left_over = bytes.len() % rec;
+    if left_over != 0 {
         return Err(DataError::format(
             path,
             format!(
                 "truncated: {} bytes is not a whole number of {rec}-byte records \
-                 ({} complete, {} bytes left over)",
+                 ({} complete, {left_over} bytes left over)",
                 bytes.len(),
                 bytes.len() / rec,
-                bytes.len() % rec
             ),
         ));
     }
@@ -142,7 +142,8 @@ fn existing(root: &Path, names: &[&str], expected: &str) -> Result<Vec<PathBuf>,
 pub fn load_cifar10(dir: &Path) -> Result<Dataset, DataError> {
     let expected = "CIFAR-10 binary files data_batch_1.bin..data_batch_5.bin and test_batch.bin";
     let root = root(dir, "cifar-10-batches-bin", "data_batch_1.bin", expected)?;
-    let train_names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+    let train_names =
+        ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
     let train = existing(&root, &train_names, expected)?;
     let test = existing(&root, &["test_batch.bin"], expected)?;
     Ok(Dataset::new(
@@ -159,11 +160,8 @@ pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<Dataset, Data
     let format = RecordFormat::cifar100(labels);
     let train = existing(&root, &["train.bin"], expected)?;
     let test = existing(&root, &["test.bin"], expected)?;
-    let mut d = Dataset::new(
-        DatasetKind::Cifar100,
-        load_records(&train, format)?,
-        load_records(&test, format)?,
-    );
+    let mut d =
+        Dataset::new(DatasetKind::Cifar100, load_records(&train, format)?, load_records(&test, format)?);
     if labels == Cifar100Labels::Coarse {
         d.classes = 20;
         d.name = "cifar100 (coarse)".into();
@@ -207,9 +205,8 @@ mod tests {
     fn rejects_truncated_empty_and_out_of_range() {
         let p = Path::new("data_batch_1.bin");
         let (mut im, mut lb) = (Vec::new(), Vec::new());
-        let mut run = |b: &[u8]| {
-            parse_records(b, p, RecordFormat::CIFAR10, &mut im, &mut lb).unwrap_err().to_string()
-        };
+        let mut run =
+            |b: &[u8]| parse_records(b, p, RecordFormat::CIFAR10, &mut im, &mut lb).unwrap_err().to_string();
         let one = record(&[1], 0);
         let e = run(&one[..3000]);
         assert!(e.contains("truncated: 3000 bytes is not a whole number of 3073-byte records"), "{e}");

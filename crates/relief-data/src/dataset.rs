@@ -206,9 +206,9 @@ impl Dataset {
         config: BatchConfig,
         augment: bool,
     ) -> Result<Batcher, DataError> {
-        let split = self.split(which).ok_or_else(|| {
-            DataError::invalid("no validation split: call with_validation first")
-        })?;
+        let split = self
+            .split(which)
+            .ok_or_else(|| DataError::invalid("no validation split: call with_validation first"))?;
         Batcher::new(split, self.preprocess, if augment { self.augment } else { None }, config)
     }
 

@@ -8,12 +8,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum DataError {
     /// A file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (shown in the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// A file the format requires is not there.
     #[error("{path}: missing file; expected {expected}")]
@@ -78,9 +78,15 @@ pub enum DataError {
     /// A caller passed an argument out of range (batch size 0, a tensor of the wrong shape, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A libtorch call failed.
+    /// A libtorch call failed (shown in the message, so not chained as a source).
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
+}
+
+impl From<tch::TchError> for DataError {
+    fn from(e: tch::TchError) -> Self {
+        Self::Torch(e)
+    }
 }
 
 impl DataError {
@@ -90,8 +96,8 @@ impl DataError {
     }
 
     /// An I/O error for `path`.
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+    pub fn io(path: &Path, error: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), error }
     }
 
     /// A missing-file error for `path`.

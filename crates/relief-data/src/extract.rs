@@ -67,10 +67,8 @@ fn extract_tar_into(archive: &Path, staging: &Path) -> Result<(), DataError> {
     let entries = tar.entries().map_err(|e| archive_err(archive, format!("unreadable tar: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| archive_err(archive, format!("unreadable tar entry: {e}")))?;
-        let raw = entry
-            .path()
-            .map_err(|e| archive_err(archive, format!("bad entry name: {e}")))?
-            .into_owned();
+        let raw =
+            entry.path().map_err(|e| archive_err(archive, format!("bad entry name: {e}")))?.into_owned();
         let Some(rel) = safe_relative(&raw) else {
             return Err(archive_err(
                 archive,
@@ -141,7 +139,8 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<Vec<String>, DataError> {
         return Err(archive_err(archive, "unknown archive type, expected .tar.gz, .tgz or .zip"));
     }
     let staging = staging_dir(archive, dest)?;
-    let result = if is_zip { extract_zip_into(archive, &staging) } else { extract_tar_into(archive, &staging) };
+    let result =
+        if is_zip { extract_zip_into(archive, &staging) } else { extract_tar_into(archive, &staging) };
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);

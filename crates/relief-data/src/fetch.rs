@@ -184,10 +184,8 @@ pub fn fetch_sources(
     options: &FetchOptions,
 ) -> Result<FetchReport, DataError> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(options.timeout)
-        .timeout_read(options.timeout)
-        .build();
+    let agent =
+        ureq::AgentBuilder::new().timeout_connect(options.timeout).timeout_read(options.timeout).build();
     let mut report = FetchReport { files: Vec::new(), extracted: Vec::new() };
     for s in sources {
         let outcome = download(&agent, s, dir, options)?;
@@ -210,7 +208,8 @@ fn download(
     dir: &Path,
     options: &FetchOptions,
 ) -> Result<FileOutcome, DataError> {
-    if s.file.is_empty() || extract::safe_relative(Path::new(&s.file)).as_deref() != Some(Path::new(&s.file)) {
+    if s.file.is_empty() || extract::safe_relative(Path::new(&s.file)).as_deref() != Some(Path::new(&s.file))
+    {
         return Err(DataError::invalid(format!("source file name {:?} is not a plain name", s.file)));
     }
     let dest = dir.join(&s.file);
@@ -280,11 +279,10 @@ fn progress_bar(options: &FetchOptions, total: Option<u64>, name: &str) -> Progr
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(total.unwrap_or(0));
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     pb.set_style(style);
     pb.set_message(name.to_string());
     pb
@@ -332,10 +330,7 @@ fn transfer(
         206 => {
             let start = resp.header("Content-Range").and_then(|v| content_range(v).0);
             if start != Some(offset) {
-                return Err(http_err(
-                    url,
-                    format!("server resumed at {start:?}, expected byte {offset}"),
-                ));
+                return Err(http_err(url, format!("server resumed at {start:?}, expected byte {offset}")));
             }
             true
         }
@@ -343,12 +338,8 @@ fn transfer(
         code => return Err(http_err(url, format!("unexpected HTTP {code}"))),
     };
     let start = if append { offset } else { 0 };
-    let mut out = if append {
-        OpenOptions::new().append(true).open(part)
-    } else {
-        File::create(part)
-    }
-    .map_err(|e| DataError::io(part, e))?;
+    let mut out = if append { OpenOptions::new().append(true).open(part) } else { File::create(part) }
+        .map_err(|e| DataError::io(part, e))?;
     let pb = progress_bar(options, length.map(|l| l + start), &s.file);
     pb.set_position(start);
     let mut body = resp.into_reader();

@@ -35,7 +35,7 @@ pub mod rng;
 pub mod split;
 pub mod tiny_imagenet;
 
-pub use augment::{Augment, AugmentDraw};
+pub use augment::{Augment, AugmentDraw, Workspace};
 pub use batcher::{BatchConfig, Batcher, Epoch};
 pub use cifar::{load_cifar10, load_cifar100, Cifar100Labels};
 pub use dataset::{Dataset, DatasetKind, SplitKind};

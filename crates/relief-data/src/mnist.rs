@@ -69,8 +69,7 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<Tensor, DataError> 
             format!("wrong magic number {magic}, expected 2051 (IDX images)"),
         ));
     }
-    let (n, rows, cols) =
-        (be_u32(bytes, 4) as usize, be_u32(bytes, 8) as usize, be_u32(bytes, 12) as usize);
+    let (n, rows, cols) = (be_u32(bytes, 4) as usize, be_u32(bytes, 8) as usize, be_u32(bytes, 12) as usize);
     if rows != 28 || cols != 28 {
         return Err(DataError::format(path, format!("images are {rows}x{cols}, expected 28x28")));
     }
@@ -80,10 +79,7 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<Tensor, DataError> 
         let what = if data.len() < want { "truncated" } else { "trailing bytes" };
         return Err(DataError::format(
             path,
-            format!(
-                "{what}: header says {n} images ({want} bytes of pixels), file has {} bytes",
-                data.len()
-            ),
+            format!("{what}: header says {n} images ({want} bytes of pixels), file has {} bytes", data.len()),
         ));
     }
     Ok(Tensor::from_slice(data).view([n as i64, 1, rows as i64, cols as i64]))

@@ -69,13 +69,11 @@ impl Prepared {
                 images.kind()
             )));
         }
-        let mut x = images.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
+        let mut x = images.f_to_kind(Kind::Float)?;
+        let _ = x.f_div_scalar_(255.0)?;
         if let Some((mean, std)) = &self.mean_std {
             if size[1] != 3 {
-                return Err(DataError::invalid(format!(
-                    "normalisation expects 3 channels, got {}",
-                    size[1]
-                )));
+                return Err(DataError::invalid(format!("normalisation expects 3 channels, got {}", size[1])));
             }
             let _ = x.f_sub_(mean)?;
             let _ = x.f_div_(std)?;

@@ -69,10 +69,7 @@ impl Split {
 
     /// The split on `device` (images stay `u8`).
     pub fn to_device(&self, device: Device) -> Result<Split, DataError> {
-        Ok(Split {
-            images: self.images.f_to_device(device)?,
-            labels: self.labels.f_to_device(device)?,
-        })
+        Ok(Split { images: self.images.f_to_device(device)?, labels: self.labels.f_to_device(device)? })
     }
 
     /// The examples at `index` (`i64`, any device; moved to the split's device).
@@ -152,8 +149,7 @@ mod tests {
     #[test]
     fn carve_rejects_bad_sizes() {
         let s = toy(10);
-        for size in [ValSize::Fraction(0.0), ValSize::Fraction(1.0), ValSize::Count(0), ValSize::Count(10)]
-        {
+        for size in [ValSize::Fraction(0.0), ValSize::Fraction(1.0), ValSize::Count(0), ValSize::Count(10)] {
             assert!(matches!(s.carve_validation(size, 0), Err(DataError::InvalidArgument(_))));
         }
     }

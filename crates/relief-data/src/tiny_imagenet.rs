@@ -187,11 +187,8 @@ fn fingerprint(
         .chain(val.par_iter())
         .map(|(p, label)| {
             let m = std::fs::metadata(p).map_err(|e| DataError::io(p, e))?;
-            let mtime = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
+            let mtime =
+                m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
             let rel = p.strip_prefix(root).unwrap_or(p);
             Ok(format!("{}\t{label}\t{}\t{mtime}\n", rel.display(), m.len()))
         })

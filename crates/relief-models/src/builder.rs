@@ -1,8 +1,6 @@
 //! A small helper that assembles a [`PruneGraph`] while tracking the running tensor shape.
 
-use relief_core::graph::{
-    Activation, Block, Convention, Layer, LayerOp, Node, PruneGraph, Role, Shortcut,
-};
+use relief_core::graph::{Activation, Block, Convention, Layer, LayerOp, Node, PruneGraph, Role, Shortcut};
 
 /// Builds a graph layer by layer; `shape` is the per-sample shape after the last node.
 pub(crate) struct GraphBuilder {

@@ -6,7 +6,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ModelError {
     /// A checkpoint does not match the architecture.
-    #[error("checkpoint does not match {arch}:{}{}{}", list("missing", missing), list("unexpected", extra), list("wrong shape", mismatched))]
+    #[error(
+        "checkpoint does not match {arch}:{}{}{}",
+        list("missing", missing),
+        list("unexpected", extra),
+        list("wrong shape", mismatched)
+    )]
     Checkpoint {
         /// Architecture name.
         arch: String,

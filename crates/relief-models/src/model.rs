@@ -77,7 +77,13 @@ impl Model {
     }
 
     /// Logits for `x` (`N x input_shape`); `masks` supplies shortcut masks.
-    pub fn forward(&self, bound: &Bound, x: &Tensor, masks: Option<&MaskSet>, opts: ForwardOptions) -> Tensor {
+    pub fn forward(
+        &self,
+        bound: &Bound,
+        x: &Tensor,
+        masks: Option<&MaskSet>,
+        opts: ForwardOptions,
+    ) -> Tensor {
         forward(&self.graph, bound, masks, x, opts, None)
     }
 
@@ -108,6 +114,7 @@ impl Model {
             match vars.get(name) {
                 None => extra.push(key.clone()),
                 Some(v) if v.size() != t.size() => {
+                    found.insert(name.to_string());
                     mismatched.push(format!("{key}: found {:?}, expected {:?}", t.size(), v.size()))
                 }
                 Some(v) => {

@@ -1,0 +1,315 @@
+//! Checkpoints: one safetensors file holding every parameter and buffer by its PyTorch name,
+//! every mask as `mask.<name>`, optionally the optimizer state (`opt.*`) and the best weights
+//! of the training phase so far (`best.<name>`), and string metadata in the safetensors header
+//! (architecture, class count, iteration, epochs done, config hash, semantics, relief version,
+//! metrics). Files are written to a temporary sibling, flushed to disk, then renamed over the
+//! target, so a reader (or a process killed mid-write) never sees a partial checkpoint.
+//!
+//! A checkpoint loads without the config that made it: [`Checkpoint::model`] rebuilds the
+//! architecture from the metadata and rejects a mismatch with the list of missing, extra and
+//! mis-shaped tensors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use relief_core::MaskSet;
+use relief_models::{Arch, Model};
+use safetensors::tensor::{Dtype, TensorView};
+use tch::{Device, Kind, Tensor};
+
+/// Format tag stored under `format` in every checkpoint written by relief.
+pub const FORMAT: &str = "relief-checkpoint/1";
+
+/// Tensor-name prefixes that are not model state.
+pub const MASK_PREFIX: &str = "mask.";
+/// Prefix of the optimizer state.
+pub const OPT_PREFIX: &str = "opt.";
+/// Prefix of the best-so-far weights of a training phase in progress.
+pub const BEST_PREFIX: &str = "best.";
+
+/// A checkpoint in memory: named CPU tensors and string metadata.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    /// Every tensor, by name.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Header metadata.
+    pub meta: BTreeMap<String, String>,
+}
+
+fn dtype(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int8 => Dtype::I8,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        other => bail!("tensor kind {other:?} cannot be stored in safetensors"),
+    })
+}
+
+fn kind(dtype: Dtype) -> Result<Kind> {
+    Ok(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I8 => Kind::Int8,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::BOOL => Kind::Bool,
+        other => bail!("safetensors dtype {other:?} is not supported"),
+    })
+}
+
+/// A temporary sibling of `path`, unique to this process.
+pub fn temp_sibling(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` atomically: temporary sibling, `fsync`, rename, `fsync` of the
+/// directory (best effort).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_sibling(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow!("{}: cannot write: {e}", path.display()));
+    }
+    Ok(())
+}
+
+impl Checkpoint {
+    /// An empty checkpoint with the format tag and relief version set.
+    pub fn new() -> Self {
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("relief_version".into(), env!("CARGO_PKG_VERSION").into());
+        Self { tensors: Vec::new(), meta }
+    }
+
+    /// Adds tensors (moved to the CPU, made contiguous).
+    pub fn extend(&mut self, tensors: impl IntoIterator<Item = (String, Tensor)>) {
+        self.tensors
+            .extend(tensors.into_iter().map(|(k, t)| (k, t.detach().to_device(Device::Cpu).contiguous())));
+    }
+
+    /// Sets a metadata entry.
+    pub fn set(&mut self, key: &str, value: impl ToString) {
+        self.meta.insert(key.to_string(), value.to_string());
+    }
+
+    /// A metadata entry.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.meta.get(key).map(String::as_str)
+    }
+
+    /// A metadata entry parsed as `T`, naming the file on failure.
+    pub fn parse<T: std::str::FromStr>(&self, key: &str, origin: &Path) -> Result<T> {
+        let v = self.get(key).ok_or_else(|| anyhow!("{}: metadata `{key}` is missing", origin.display()))?;
+        v.parse().map_err(|_| anyhow!("{}: metadata `{key}` = {v:?} is not valid", origin.display()))
+    }
+
+    /// The tensors named `<prefix><name>`, prefix stripped.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        self.tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(prefix).map(|n| (n.to_string(), t.shallow_clone())))
+            .collect()
+    }
+
+    /// The model state: every tensor without a reserved prefix (`mask.`, `opt.`, `best.`).
+    pub fn model_state(&self) -> Vec<(String, Tensor)> {
+        self.tensors
+            .iter()
+            .filter(|(k, _)| ![MASK_PREFIX, OPT_PREFIX, BEST_PREFIX].iter().any(|p| k.starts_with(p)))
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect()
+    }
+
+    /// Whether any `mask.*` tensor is present.
+    pub fn has_masks(&self) -> bool {
+        self.tensors.iter().any(|(k, _)| k.starts_with(MASK_PREFIX))
+    }
+
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut data: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = Vec::with_capacity(self.tensors.len());
+        for (name, t) in &self.tensors {
+            let t = t.to_device(Device::Cpu).contiguous();
+            let numel = t.numel();
+            let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+            if numel > 0 {
+                t.f_copy_data_u8(&mut bytes, numel).with_context(|| format!("copying tensor `{name}`"))?;
+            }
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            data.push((name.clone(), bytes, dtype(t.kind())?, shape));
+        }
+        let views: Vec<(String, TensorView<'_>)> = data
+            .iter()
+            .map(|(n, b, d, s)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+            .collect::<Result<_, safetensors::SafeTensorError>>()
+            .map_err(|e| anyhow!("{e:?}"))?;
+        let meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
+        safetensors::serialize(views, &Some(meta)).map_err(|e| anyhow!("serialising checkpoint: {e:?}"))
+    }
+
+    /// Writes the checkpoint atomically (see module docs).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads a safetensors file (relief checkpoint or plain safetensors), naming the file on
+    /// failure.
+    pub fn read(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            bail!("{}: no such file", path.display());
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow!("{}: not a readable safetensors file ({e:?})", path.display()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow!("{}: unreadable safetensors header ({e:?})", path.display()))?;
+        let meta: BTreeMap<String, String> =
+            header.metadata().clone().unwrap_or_default().into_iter().collect();
+        let mut tensors = Vec::new();
+        for (name, view) in st.tensors() {
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let k = kind(view.dtype()).with_context(|| format!("{}: tensor `{name}`", path.display()))?;
+            let t = Tensor::f_from_data_size(view.data(), &shape, k)
+                .with_context(|| format!("{}: tensor `{name}`", path.display()))?;
+            tensors.push((name, t));
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Self { tensors, meta })
+    }
+
+    /// The masks of `model`'s graph stored as `mask.*` (all ones when there are none), with the
+    /// inert set listed in metadata `inert_masks`.
+    pub fn masks(&self, model: &Model, origin: &Path) -> Result<MaskSet> {
+        let device = model.device();
+        let mut masks = if self.has_masks() {
+            MaskSet::import(&model.graph, &self.tensors, MASK_PREFIX, device)
+                .map_err(|e| anyhow!("{}: masks do not match {}: {e}", origin.display(), model.arch))?
+        } else {
+            MaskSet::ones(&model.graph, device)
+        };
+        for name in self.get("inert_masks").unwrap_or("").split(',').filter(|s| !s.is_empty()) {
+            masks.set_inert(name, true);
+        }
+        Ok(masks)
+    }
+
+    /// Loads the model state into `model` (exact names and shapes, or a listed mismatch).
+    pub fn load_into(&self, model: &mut Model, origin: &Path) -> Result<()> {
+        model.load_tensors(&self.model_state(), "").with_context(|| format!("{}", origin.display()))
+    }
+
+    /// Builds the model the metadata names (`arch`, `num_classes`) and loads it; `arch` and
+    /// `classes` override or supply what the metadata lacks.
+    pub fn model(
+        &self,
+        origin: &Path,
+        arch: Option<Arch>,
+        classes: Option<i64>,
+        device: Device,
+    ) -> Result<Model> {
+        let arch = match arch {
+            Some(a) => a,
+            None => self
+                .get("arch")
+                .ok_or_else(|| anyhow!("{}: no `arch` in the metadata; pass --model", origin.display()))?
+                .parse()
+                .map_err(|e: String| anyhow!("{}: {e}", origin.display()))?,
+        };
+        let classes = match classes {
+            Some(c) => c,
+            None => self.parse("num_classes", origin).map_err(|e| anyhow!("{e}; pass --num-classes"))?,
+        };
+        let mut model = Model::new(arch, classes, device, 0);
+        self.load_into(&mut model, origin)?;
+        Ok(model)
+    }
+
+    /// Adds the model state (PyTorch names), masks (`mask.*`, full shape, `u8`) and the inert
+    /// set of `masks`.
+    pub fn put_model(&mut self, model: &Model, masks: &MaskSet) {
+        self.extend(model.state(""));
+        self.extend(masks.export(MASK_PREFIX, false));
+        let inert: Vec<&str> = masks.iter().map(|(k, _)| k.as_str()).filter(|k| masks.is_inert(k)).collect();
+        self.set("inert_masks", inert.join(","));
+        self.set("arch", model.arch);
+        self.set("num_classes", model.graph.num_classes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_metadata_and_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Model::new(Arch::Lenet300_100, 10, Device::Cpu, 3);
+        let mut masks = MaskSet::ones(&model.graph, Device::Cpu);
+        let w = masks.get("classifier.0.weight").unwrap().shallow_clone();
+        masks.set("classifier.0.weight", w.bernoulli_p(0.5));
+        masks.set_inert("classifier.2.bias", true);
+        let mut ck = Checkpoint::new();
+        ck.put_model(&model, &masks);
+        ck.extend([("opt.step".to_string(), Tensor::from(7i64))]);
+        ck.set("iteration", 4);
+        let path = dir.path().join("c.safetensors");
+        ck.write(&path).unwrap();
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "no temporary file left");
+        let back = Checkpoint::read(&path).unwrap();
+        assert_eq!(back.get("iteration"), Some("4"));
+        assert_eq!(back.get("format"), Some(FORMAT));
+        let model2 = back.model(&path, None, None, Device::Cpu).unwrap();
+        for (k, v) in model.params() {
+            assert!(v.equal(&model2.params()[&k]), "{k}");
+        }
+        let m2 = back.masks(&model2, &path).unwrap();
+        assert!(m2.get("classifier.0.weight").unwrap().equal(masks.get("classifier.0.weight").unwrap()));
+        assert!(m2.is_inert("classifier.2.bias"));
+        assert_eq!(back.with_prefix("opt.").len(), 1);
+    }
+
+    #[test]
+    fn mismatches_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Model::new(Arch::Lenet300_100, 10, Device::Cpu, 3);
+        let mut ck = Checkpoint::new();
+        ck.put_model(&model, &MaskSet::ones(&model.graph, Device::Cpu));
+        let path = dir.path().join("c.safetensors");
+        ck.write(&path).unwrap();
+        let err = Checkpoint::read(&path).unwrap().model(&path, Some(Arch::Lenet5), Some(10), Device::Cpu);
+        let msg = format!("{:#}", err.err().unwrap());
+        assert!(msg.contains("c.safetensors") && msg.contains("missing"), "{msg}");
+        std::fs::write(dir.path().join("junk.safetensors"), b"not a file").unwrap();
+        let msg = format!("{:#}", Checkpoint::read(&dir.path().join("junk.safetensors")).unwrap_err());
+        assert!(msg.contains("junk.safetensors"), "{msg}");
+    }
+}

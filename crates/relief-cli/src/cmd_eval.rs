@@ -1,0 +1,152 @@
+//! `relief eval`: accuracy and parameter/FLOP accounting of a checkpoint.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use relief_core::accounting::account;
+use relief_data::{DatasetKind, SplitKind};
+use relief_models::Arch;
+use serde_json::json;
+
+use crate::checkpoint::Checkpoint;
+use crate::pipeline::{accuracy, load_dataset, DataSpec};
+use crate::report::{render_table, thousands};
+use crate::util::parse_device;
+
+/// Arguments of `relief eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The checkpoint: a relief checkpoint (e.g. `RUN_DIR/iter-003.safetensors`) or a
+    /// safetensors file with PyTorch parameter names (then pass --model and --num-classes).
+    pub checkpoint: PathBuf,
+    /// Architecture (default: the checkpoint's metadata).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Classes of the last layer (default: the checkpoint's metadata).
+    #[arg(long)]
+    pub num_classes: Option<i64>,
+    /// Dataset to measure accuracy on: mnist, cifar10, cifar100, tiny-imagenet (default: the
+    /// checkpoint's metadata).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Dataset directory (default: the checkpoint's metadata, else `data/<dataset>`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Examples per evaluation batch (does not change results).
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: i64,
+    /// Evaluate on the first N test examples only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub test_limit: i64,
+    /// Count parameters and FLOPs only; load no data.
+    #[arg(long)]
+    pub no_data: bool,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `relief eval`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let ck = Checkpoint::read(&args.checkpoint)?;
+    let arch =
+        args.model.as_deref().map(|m| m.parse::<Arch>().map_err(|e| anyhow!("--model: {e}"))).transpose()?;
+    let model = ck.model(&args.checkpoint, arch, args.num_classes, device)?;
+    let masks = ck.masks(&model, &args.checkpoint)?;
+    masks.apply(&model.params());
+    let acc = account(&model.graph, &masks);
+    let test_acc = if args.no_data {
+        None
+    } else {
+        let name = args.dataset.clone().or_else(|| ck.get("dataset").map(String::from));
+        let Some(name) = name else {
+            bail!("{}: no dataset in the metadata; pass --dataset (or --no-data)", args.checkpoint.display())
+        };
+        let kind: DatasetKind = name.parse().map_err(|e| anyhow!("--dataset: {e}"))?;
+        let dir = args
+            .data
+            .clone()
+            .or_else(|| ck.get("data_dir").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("data").join(kind.name()));
+        let data = load_dataset(&DataSpec {
+            kind,
+            dir: &dir,
+            validation: None,
+            seed: 0,
+            train_limit: 1,
+            test_limit: args.test_limit,
+            device,
+        })?;
+        let bound = model.bound();
+        accuracy(&model.graph, &bound, &masks, &data, SplitKind::Test, args.batch_size)?
+            .map(|a| (a, data.test.len()))
+    };
+    if args.json {
+        let v = json!({
+            "checkpoint": args.checkpoint.display().to_string(),
+            "arch": model.arch.to_string(),
+            "num_classes": model.graph.num_classes,
+            "iteration": ck.get("iteration").and_then(|s| s.parse::<i64>().ok()),
+            "test_accuracy": test_acc.map(|a| a.0),
+            "test_examples": test_acc.map(|a| a.1),
+            "params_alive": acc.params_alive,
+            "params_total": acc.params_total,
+            "compression": acc.compression(),
+            "remaining_percent": acc.remaining_percent(),
+            "full_params_alive": acc.full_params_alive,
+            "full_params_total": acc.full_params_total,
+            "flops": acc.flops_alive,
+            "flops_dense": acc.flops_dense,
+            "flops_pruned_percent": acc.flops_pruned_percent(),
+            "layers": acc.layers,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{} ({}, {} classes)", args.checkpoint.display(), model.arch, model.graph.num_classes);
+    if let Some((a, n)) = test_acc {
+        println!("  test accuracy: {a:.2} % on {n} examples");
+    }
+    println!(
+        "  parameters: {} of {} remain ({:.2} %, compression {:.2}x); with BatchNorm: {} of {}",
+        thousands(acc.params_alive),
+        thousands(acc.params_total),
+        acc.remaining_percent(),
+        acc.compression(),
+        thousands(acc.full_params_alive),
+        thousands(acc.full_params_total)
+    );
+    println!(
+        "  FLOPs per sample: {} of {} ({:.2} % pruned)\n",
+        thousands(acc.flops_alive),
+        thousands(acc.flops_dense),
+        acc.flops_pruned_percent()
+    );
+    let rows: Vec<Vec<String>> = acc
+        .layers
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                format!("{} / {}", l.units_alive, l.units_total),
+                format!("{} / {}", thousands(l.params_alive), thousands(l.params_total)),
+                format!("{:.2}", 100.0 * l.params_alive as f64 / l.params_total.max(1) as f64),
+                format!("{:.2}", 100.0 * (1.0 - l.flops_alive as f64 / l.flops_dense.max(1) as f64)),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(
+            &["layer", "units alive", "params alive", "remaining %", "FLOPs pruned %"],
+            &rows,
+            &[false, true, true, true, true]
+        )
+    );
+    Ok(())
+}

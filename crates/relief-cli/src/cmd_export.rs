@@ -1,0 +1,122 @@
+//! `relief export --compact`: turn a masked checkpoint into a smaller dense model file.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use relief_core::compact::{compact_with_report, save_compact};
+use relief_core::engine::mark_inert_masks;
+use relief_core::exec::{forward, ForwardOptions};
+use relief_core::params::Bound;
+use relief_core::Semantics;
+use relief_models::Arch;
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::Checkpoint;
+
+/// Arguments of `relief export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Masked checkpoint to compact: a safetensors file with the model's state_dict tensors
+    /// (PyTorch names) and `mask.<name>` masks (conv masks may be `out x in x 1 x 1`), with
+    /// metadata `arch` and `num_classes` unless --model / --num-classes are given (a relief
+    /// checkpoint works as is; `opt.*` and `best.*` tensors are ignored).
+    #[arg(long = "compact", value_name = "CHECKPOINT")]
+    checkpoint: PathBuf,
+    /// Output safetensors file: the compacted tensors, with the compacted graph as JSON in the
+    /// metadata (`graph`); written atomically.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Architecture, when the checkpoint's metadata has no `arch`.
+    #[arg(long)]
+    model: Option<String>,
+    /// Number of classes, when the checkpoint's metadata has no `num_classes`.
+    #[arg(long)]
+    num_classes: Option<i64>,
+    /// Semantics the masks were made with: in `reference` a ResNet stem mask is inert (never
+    /// applied), as in the authors' code. Default: the checkpoint's `inert_masks` metadata, else
+    /// its `semantics`, else reference.
+    #[arg(long)]
+    semantics: Option<Semantics>,
+    /// Also run the masked and the compacted model on N(0,1) inputs of this batch size and
+    /// print the largest logit difference (fails above 1e-4 relative).
+    #[arg(long, value_name = "BATCH")]
+    check: Option<i64>,
+    /// Print the per-layer table.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Runs the export.
+pub fn run(args: ExportArgs) -> Result<()> {
+    let origin = args.checkpoint.as_path();
+    let ck = Checkpoint::read(origin)?;
+    let arch = match &args.model {
+        Some(m) => Some(m.parse::<Arch>().map_err(|e: String| anyhow!(e))?),
+        None => None,
+    };
+    let device = Device::Cpu;
+    let model = ck.model(origin, arch, args.num_classes, device)?;
+    if !ck.has_masks() {
+        eprintln!("note: {} has no `mask.*` tensors: compacting the dense model", origin.display());
+    }
+    let mut masks = ck.masks(&model, origin)?;
+    // Which masks are inert: --semantics, else the checkpoint's own `inert_masks`, else its
+    // `semantics` (default reference): a reference ResNet stem mask is never applied.
+    let semantics = match (args.semantics, ck.get("inert_masks"), ck.get("semantics")) {
+        (Some(s), _, _) => Some(s),
+        (None, Some(_), _) => None,
+        (None, None, Some(s)) => {
+            Some(s.parse().map_err(|e| anyhow!("{}: metadata `semantics`: {e}", origin.display()))?)
+        }
+        (None, None, None) => Some(Semantics::Reference),
+    };
+    if let Some(semantics) = semantics {
+        mark_inert_masks(&model.graph, &mut masks, semantics);
+    }
+    let arch = model.arch;
+    let params = model.params();
+    let c = compact_with_report(&model.graph, &params, &masks).context("compacting")?;
+    save_compact(&args.out, &c.graph, &c.tensors)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let r = &c.report;
+    if args.verbose {
+        println!("{:<28} {:>15} {:>15} {:>8}", "layer", "outputs", "inputs", "folded");
+        for l in &r.layers {
+            println!(
+                "{:<28} {:>7} -> {:<5} {:>7} -> {:<5} {:>8}",
+                l.name, l.outputs.0, l.outputs.1, l.inputs.0, l.inputs.1, l.folded_inputs
+            );
+        }
+    }
+    println!(
+        "{arch}: parameters {} -> {} (alive {} -> {}), FLOPs/sample {} -> {} ({:.2}x fewer); wrote {}",
+        r.params_before,
+        r.params_after,
+        r.alive_before,
+        r.alive_after,
+        r.flops_before,
+        r.flops_after,
+        r.flops_before as f64 / r.flops_after.max(1) as f64,
+        args.out.display()
+    );
+    if let Some(n) = args.check {
+        let mut shape = vec![n];
+        shape.extend(arch.input_shape());
+        let x = Tensor::randn(shape.as_slice(), (Kind::Float, device));
+        masks.apply(&params);
+        let (a, b) = tch::no_grad(|| {
+            let a = forward(&model.graph, &model.bound(), Some(&masks), &x, ForwardOptions::EVAL, None);
+            let bound = Bound::new(&c.graph, &c.tensors)?;
+            let b = forward(&c.graph, &bound, None, &x, ForwardOptions::EVAL, None);
+            Ok::<_, relief_core::CoreError>((a, b))
+        })?;
+        let diff = (&a - &b).abs().max().double_value(&[]);
+        let scale = a.abs().max().double_value(&[]).max(1.0);
+        println!("check: max |logit difference| on {n} N(0,1) inputs = {diff:.3e} (logit scale {scale:.3e})");
+        if diff > 1e-4 * scale {
+            bail!("the compacted model's logits differ from the masked model's by {diff:e}");
+        }
+    }
+    Ok(())
+}

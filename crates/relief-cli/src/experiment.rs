@@ -1,0 +1,160 @@
+//! Running an experiment into a run directory: what `relief train`, `prune`, `run` and `demo`
+//! share. Low-level arguments (config file, `--set`, flags) become a [`Plan`]; the run
+//! directory is created (or reopened to resume), the resolved config written first, then the
+//! pipeline runs and the summary and plots are produced.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::config::{Config, Override};
+use crate::logging;
+use crate::pipeline::Pipeline;
+use crate::plan::{Plan, Stages};
+use crate::plots;
+use crate::progress::{Mode, Progress};
+use crate::report::{self, RunSummary};
+use crate::rundir::RunDir;
+
+/// Where the config comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A TOML file (plus overrides).
+    File(PathBuf),
+    /// TOML text, plus overrides.
+    Text {
+        /// The TOML.
+        text: String,
+        /// Names the text in errors.
+        origin: String,
+        /// The experiment name when the TOML sets none.
+        name: String,
+    },
+    /// The resolved config of an existing run directory (resume).
+    Resume(PathBuf),
+}
+
+/// Everything the experiment commands pass down.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The config.
+    pub source: Source,
+    /// `--set` overrides (and overrides from dedicated flags), in order.
+    pub overrides: Vec<Override>,
+    /// `--out`: the run directory (default: a fresh one under `runs/`).
+    pub out: Option<PathBuf>,
+    /// Which stages run.
+    pub stages: Stages,
+    /// `--quiet`.
+    pub quiet: bool,
+    /// `--dry-run`: validate and print the resolved config, run nothing.
+    pub dry_run: bool,
+    /// Skip the plots at the end.
+    pub no_plots: bool,
+}
+
+fn load(req: &Request) -> Result<(Config, String)> {
+    Ok(match &req.source {
+        Source::File(path) => (Config::load(path, &req.overrides)?, path.display().to_string()),
+        Source::Text { text, origin, name } => {
+            let mut c = Config::from_toml_with(text, origin, &req.overrides)?;
+            if c.name.is_none() {
+                c.name = Some(name.clone());
+            }
+            (c, origin.clone())
+        }
+        Source::Resume(dir) => {
+            if !req.overrides.is_empty() {
+                bail!("--resume continues a run with its own config; --set cannot change it");
+            }
+            let path = dir.join(crate::rundir::CONFIG_FILE);
+            if !path.is_file() {
+                bail!("{}: not a relief run directory (no {})", dir.display(), crate::rundir::CONFIG_FILE);
+            }
+            let text = std::fs::read_to_string(&path)?;
+            (Config::from_toml(&text, &path.display().to_string())?, path.display().to_string())
+        }
+    })
+}
+
+/// Opens `dir` for `plan`: resumes an existing run made with the same config, refuses one made
+/// with another (listing the differences), creates a new one otherwise.
+fn open_run_dir(dir: &Path, plan: &Plan) -> Result<(RunDir, bool)> {
+    if RunDir::is_run(dir) {
+        let run = RunDir::open(dir)?;
+        let old = run.read_config()?;
+        if old.hash() != plan.hash {
+            let diff = old.diff(&plan.config);
+            bail!(
+                "{}: holds a run with a different config; use another --out, or `relief prune --resume {}` \
+                 to continue it as it was. Differences (run -> now):\n  {}",
+                dir.display(),
+                dir.display(),
+                diff.join("\n  ")
+            );
+        }
+        Ok((run, true))
+    } else {
+        let run = RunDir::create(dir)?;
+        run.write_config(&plan.config)?;
+        Ok((run, false))
+    }
+}
+
+/// Runs the request; prints the run directory first and the summary table last (stdout).
+pub fn execute(req: Request) -> Result<()> {
+    let (config, origin) = load(&req)?;
+    let stages = if matches!(req.source, Source::Resume(_)) { Stages::All } else { req.stages };
+    let plan = Plan::new(config, stages, &origin)?;
+    if req.dry_run {
+        println!("# {}\n# config hash {}\n{}", plan.describe(), plan.hash, plan.config.to_toml());
+        return Ok(());
+    }
+    let dir = match (&req.source, &req.out) {
+        (Source::Resume(d), _) => d.clone(),
+        (_, Some(o)) => o.clone(),
+        (_, None) => RunDir::fresh_path(&plan.name),
+    };
+    let (run, resumed) = open_run_dir(&dir, &plan)?;
+    println!("relief: run directory {}", run.path().display());
+    logging::init_file_log(&run.log_path())?;
+    logging::install_panic_hook(run.log_path(), run.path().to_path_buf());
+    if plan.config.threads > 0 {
+        tch::set_num_threads(plan.config.threads as i32);
+    }
+    let progress = Progress::new(Mode::detect(req.quiet));
+    tracing::info!(
+        "relief {} session start: {}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    progress.line(&format!("{}{}", if resumed { "resuming: " } else { "" }, plan.describe()));
+    let result = Pipeline::new(&plan, &run, &progress).and_then(|p| p.execute());
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            return Err(err.context(format!(
+                "run directory {} (log: {})",
+                run.path().display(),
+                run.log_path().display()
+            )));
+        }
+    };
+    let summary = RunSummary { dir: run.path().to_path_buf(), config: plan.config.clone(), rows };
+    let text = report::text(std::slice::from_ref(&summary));
+    crate::checkpoint::write_atomic(&run.path().join("summary.txt"), text.as_bytes())?;
+    if !req.no_plots && !summary.rows.is_empty() {
+        match plots::write_all(&run.plots_dir(), std::slice::from_ref(&summary)) {
+            Ok(files) => tracing::info!(
+                "plots: {}",
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            Err(err) => progress.warn(&format!("plots not written: {err:#}")),
+        }
+    }
+    tracing::info!("session end");
+    println!("\n{text}");
+    println!("results: {} (metrics.csv, metrics.json, plots/, iter-*.safetensors)", run.path().display());
+    Ok(())
+}

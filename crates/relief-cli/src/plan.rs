@@ -1,0 +1,348 @@
+//! The high-level plan: raw command-line arguments plus the TOML config become one validated
+//! [`Plan`] before any work starts (ripgrep's split between low-level and high-level
+//! arguments). Every problem found is reported at once, each naming its config field.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use relief_core::PruneConfig;
+use relief_data::{DatasetKind, ValSize};
+use relief_models::Arch;
+use tch::Device;
+
+use crate::config::{Config, MagnitudeScope, Method, Selection, TrainConfig, ValSpec};
+use crate::util::parse_device;
+
+/// Which stages a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stages {
+    /// `relief train`: iteration 0 only (train from scratch).
+    Train,
+    /// `relief prune`: prune a given trained model (`pretrained` required).
+    Prune,
+    /// `relief run`: train unless `pretrained` is given, then prune.
+    All,
+}
+
+/// How each iteration prunes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PruneMethod {
+    /// NNrelief with these settings.
+    Nnrelief(PruneConfig),
+    /// Magnitude pruning keeping `keep` of the remaining weights per iteration.
+    Magnitude {
+        /// Global or per-layer ranking.
+        scope: MagnitudeScope,
+        /// Share of the remaining weights kept at each iteration.
+        keep: f64,
+    },
+}
+
+/// A validated experiment, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The resolved config (defaults filled in; written into the run directory).
+    pub config: Config,
+    /// [`Config::hash`] of it.
+    pub hash: String,
+    /// Label of the experiment.
+    pub name: String,
+    /// The architecture.
+    pub arch: Arch,
+    /// Classes of the last layer.
+    pub num_classes: i64,
+    /// The dataset.
+    pub dataset: DatasetKind,
+    /// Its directory.
+    pub data_dir: PathBuf,
+    /// Where tensors live.
+    pub device: Device,
+    /// The validation split, if any.
+    pub validation: Option<ValSize>,
+    /// The trained model to start from (skips pre-training).
+    pub pretrained: Option<PathBuf>,
+    /// Initial weights to rewind to, when not the run's own `init.safetensors`.
+    pub init: Option<PathBuf>,
+    /// The last iteration to run (0 = only the dense model).
+    pub last_iteration: usize,
+    /// How each iteration prunes.
+    pub method: PruneMethod,
+}
+
+fn check_phase(section: &str, t: &TrainConfig, has_val: bool, problems: &mut Vec<String>) {
+    if t.batch_size < 1 {
+        problems.push(format!("{section}.batch_size = {}: expected >= 1", t.batch_size));
+    }
+    if !(t.lr > 0.0 && t.lr.is_finite()) {
+        problems.push(format!("{section}.lr = {}: expected > 0", t.lr));
+    }
+    if !(0.0..1.0).contains(&t.momentum) {
+        problems.push(format!("{section}.momentum = {}: expected a value in [0, 1)", t.momentum));
+    }
+    if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+        problems.push(format!("{section}.weight_decay = {}: expected >= 0", t.weight_decay));
+    }
+    if !(t.gamma > 0.0 && t.gamma <= 1.0) {
+        problems.push(format!("{section}.gamma = {}: expected a value in (0, 1]", t.gamma));
+    }
+    if t.milestones.windows(2).any(|w| w[0] >= w[1]) {
+        problems
+            .push(format!("{section}.milestones = {:?}: expected strictly increasing epochs", t.milestones));
+    }
+    if t.select == Selection::BestVal && !has_val && t.epochs > 0 {
+        problems.push(format!(
+            "{section}.select = \"best-val\" needs a validation split: set data.validation (e.g. 0.1) \
+             or choose select = \"last\""
+        ));
+    }
+}
+
+fn must_exist(field: &str, path: &Path, dir: bool, problems: &mut Vec<String>) {
+    let ok = if dir { path.is_dir() } else { path.is_file() };
+    if !ok {
+        let what = if dir { "directory" } else { "file" };
+        problems.push(format!("{field} = {:?}: no such {what}", path.display().to_string()));
+    }
+}
+
+impl Plan {
+    /// Validates `config` for `stages`; `origin` (the config file) prefixes the error.
+    pub fn new(config: Config, stages: Stages, origin: &str) -> Result<Self> {
+        let mut problems = Vec::new();
+        let arch = match config.model.parse::<Arch>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                problems.push(format!("model = {:?}: {e}", config.model));
+                None
+            }
+        };
+        let dataset = config.data.dataset.kind();
+        let num_classes = config.num_classes.unwrap_or(dataset.classes());
+        if num_classes < 2 {
+            problems.push(format!("num_classes = {num_classes}: expected >= 2"));
+        }
+        if let Some(arch) = arch.filter(|_| num_classes >= 2) {
+            let graph = arch.graph(num_classes);
+            let want: i64 = graph.input_shape.iter().product();
+            let have: i64 = dataset.image_shape().iter().product();
+            if want != have {
+                problems.push(format!(
+                    "model = {:?} takes inputs of shape {:?}, but {} images are {:?}",
+                    config.model,
+                    graph.input_shape,
+                    dataset.name(),
+                    dataset.image_shape()
+                ));
+            }
+        }
+        let device = match parse_device(&config.device) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("device = {:?}: {e}", config.device));
+                Device::Cpu
+            }
+        };
+        let data_dir = config.data_dir();
+        must_exist("data.dir", &data_dir, true, &mut problems);
+        let validation = match config.data.validation {
+            ValSpec::Count(0) => None,
+            ValSpec::Count(n) if n > 0 => Some(ValSize::Count(n)),
+            ValSpec::Fraction(f) if f > 0.0 && f < 1.0 => Some(ValSize::Fraction(f)),
+            ValSpec::Fraction(0.0) => None,
+            other => {
+                problems.push(format!(
+                    "data.validation = {other:?}: expected a share in (0, 1), a count >= 1, or 0 for none"
+                ));
+                None
+            }
+        };
+        for (field, v) in
+            [("data.train_limit", config.data.train_limit), ("data.test_limit", config.data.test_limit)]
+        {
+            if v < 0 {
+                problems.push(format!("{field} = {v}: expected >= 0 (0 = all)"));
+            }
+        }
+        if config.data.eval_batch_size < 1 {
+            problems.push(format!("data.eval_batch_size = {}: expected >= 1", config.data.eval_batch_size));
+        }
+        let has_val = validation.is_some();
+        if config.pretrained.is_none() || stages == Stages::Train {
+            check_phase("train", &config.train, has_val, &mut problems);
+        }
+        let last_iteration = if stages == Stages::Train { 0 } else { config.prune.iterations };
+        if last_iteration > 0 {
+            check_phase("retrain", &config.retrain, has_val, &mut problems);
+        }
+        if stages == Stages::Prune && config.pretrained.is_none() {
+            problems.push(
+                "pretrained is not set: `relief prune` needs a trained model (set `pretrained` in the config \
+                 or pass --pretrained; `relief run` trains one first)"
+                    .into(),
+            );
+        }
+        if stages == Stages::Train && config.pretrained.is_some() {
+            problems.push(
+                "pretrained is set: `relief train` trains from scratch; remove it or use `relief prune`"
+                    .into(),
+            );
+        }
+        if let Some(p) = &config.pretrained {
+            must_exist("pretrained", p, false, &mut problems);
+        }
+        let mut init = config.init.clone();
+        if let Some(p) = &init {
+            must_exist("init", p, false, &mut problems);
+        }
+        let p = &config.prune;
+        if p.rewind && last_iteration > 0 && init.is_none() {
+            if let Some(pre) = &config.pretrained {
+                let beside = pre.with_file_name("init.safetensors");
+                if beside.is_file() {
+                    init = Some(beside);
+                } else {
+                    problems.push(format!(
+                        "prune.rewind = true with a pretrained model needs its initial weights: set `init` \
+                         (no init.safetensors beside {})",
+                        pre.display()
+                    ));
+                }
+            }
+        }
+        let method = match p.method {
+            Method::Nnrelief => {
+                let cfg = PruneConfig {
+                    alpha_conv: p.alpha_conv,
+                    alpha_fc: p.alpha_fc,
+                    semantics: p.semantics,
+                    chunk_size: p.chunk_size,
+                };
+                for (field, a) in [("prune.alpha_conv", p.alpha_conv), ("prune.alpha_fc", p.alpha_fc)] {
+                    if !(a > 0.0 && a <= 1.0) {
+                        problems.push(format!("{field} = {a}: expected a value in (0, 1]"));
+                    }
+                }
+                if p.chunk_size < 1 {
+                    problems.push(format!("prune.chunk_size = {}: expected >= 1", p.chunk_size));
+                }
+                if p.batch_size < 1 {
+                    problems.push(format!("prune.batch_size = {}: expected >= 1", p.batch_size));
+                }
+                PruneMethod::Nnrelief(cfg)
+            }
+            Method::Magnitude => {
+                if !(p.magnitude_keep > 0.0 && p.magnitude_keep < 1.0) {
+                    problems.push(format!(
+                        "prune.magnitude_keep = {}: expected a value in (0, 1)",
+                        p.magnitude_keep
+                    ));
+                }
+                PruneMethod::Magnitude { scope: p.magnitude_scope, keep: p.magnitude_keep }
+            }
+        };
+        if !problems.is_empty() {
+            let n = problems.len();
+            bail!(
+                "{origin}: {n} problem{} in the configuration:\n  - {}",
+                if n == 1 { "" } else { "s" },
+                problems.join("\n  - ")
+            );
+        }
+        let name = config.name.clone().unwrap_or_else(|| format!("{}-{}", config.model, p.method));
+        Ok(Self {
+            hash: config.hash(),
+            name,
+            arch: arch.expect("checked"),
+            num_classes,
+            dataset,
+            data_dir,
+            device,
+            validation,
+            pretrained: config.pretrained.clone(),
+            init,
+            last_iteration,
+            method,
+            config,
+        })
+    }
+
+    /// One line describing the experiment.
+    pub fn describe(&self) -> String {
+        let method = match &self.method {
+            PruneMethod::Nnrelief(c) => {
+                let has_conv = self.arch.graph(self.num_classes).layers.iter().any(|l| l.op.is_conv());
+                if has_conv {
+                    format!(
+                        "NNrelief ({}, alpha_conv {}, alpha_fc {})",
+                        c.semantics, c.alpha_conv, c.alpha_fc
+                    )
+                } else {
+                    format!("NNrelief ({}, alpha_fc {})", c.semantics, c.alpha_fc)
+                }
+            }
+            PruneMethod::Magnitude { scope, keep } => {
+                format!("magnitude ({scope:?}, keep {keep} per iteration)")
+            }
+        };
+        format!(
+            "{} ({}) on {} from {}, {} iteration(s) of {method}, device {:?}",
+            self.name,
+            self.arch,
+            self.dataset,
+            self.data_dir.display(),
+            self.last_iteration,
+            self.device
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Config {
+        let mut c = Config::default();
+        c.data.dir = Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-sample")));
+        c.device = "cpu".into();
+        c
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let p = Plan::new(demo(), Stages::All, "demo").unwrap();
+        assert_eq!(p.num_classes, 10);
+        assert_eq!(p.last_iteration, 5);
+        assert_eq!(Plan::new(demo(), Stages::Train, "demo").unwrap().last_iteration, 0);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_field() {
+        let mut c = demo();
+        c.model = "lenet7".into();
+        c.prune.alpha_fc = 1.5;
+        c.retrain.milestones = vec![40, 20];
+        c.data.validation = ValSpec::Count(0);
+        c.data.dir = Some(PathBuf::from("/no/such/dir"));
+        let err = Plan::new(c, Stages::All, "x.toml").unwrap_err().to_string();
+        for want in [
+            "x.toml",
+            "model = \"lenet7\"",
+            "prune.alpha_fc = 1.5",
+            "retrain.milestones",
+            "best-val",
+            "data.dir",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn prune_needs_a_model_and_shapes_must_fit() {
+        let err = Plan::new(demo(), Stages::Prune, "x").unwrap_err().to_string();
+        assert!(err.contains("pretrained"), "{err}");
+        let mut c = demo();
+        c.model = "resnet20".into();
+        let err = Plan::new(c, Stages::All, "x").unwrap_err().to_string();
+        assert!(err.contains("[3, 32, 32]"), "{err}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `relief export --compact`: a masked checkpoint becomes a smaller model file that reloads
+//! with `load_compact` and computes the masked model's logits.
+
+use std::process::Command;
+
+use relief_cli::checkpoint::Checkpoint;
+use relief_core::compact::load_compact;
+use relief_core::exec::{forward, ForwardOptions};
+use relief_core::params::Bound;
+use relief_core::{prune_step, MaskSet, PruneConfig, Semantics};
+use relief_models::{Arch, Model};
+use tch::{Device, Kind, Tensor};
+
+fn pruned(arch: &str) -> (Model, MaskSet) {
+    let arch: Arch = arch.parse().unwrap();
+    let model = Model::new(arch, 10, Device::Cpu, 5);
+    let mut shape = vec![32];
+    shape.extend(arch.input_shape());
+    let batch = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)).abs();
+    let mut masks = MaskSet::ones(&model.graph, Device::Cpu);
+    let cfg = PruneConfig { alpha_conv: 0.8, alpha_fc: 0.9, semantics: Semantics::Reference, chunk_size: 64 };
+    prune_step(&model.graph, &model.params(), &mut masks, &batch, &cfg).unwrap();
+    (model, masks)
+}
+
+fn export(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_relief")).arg("export").args(args).output().unwrap();
+    assert!(out.status.success(), "relief export failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn assert_same_logits(model: &Model, masks: &MaskSet, file: &std::path::Path) {
+    let (graph, tensors) = load_compact(file).unwrap();
+    assert!(graph.layers.iter().zip(&model.graph.layers).any(|(a, b)| a.op != b.op), "nothing was removed");
+    let mut shape = vec![8];
+    shape.extend(model.arch.input_shape());
+    let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+    let bound = Bound::new(&graph, &tensors).unwrap();
+    let (a, b) = tch::no_grad(|| {
+        (
+            forward(&model.graph, &model.bound(), Some(masks), &x, ForwardOptions::EVAL, None),
+            forward(&graph, &bound, None, &x, ForwardOptions::EVAL, None),
+        )
+    });
+    let diff = (&a - &b).abs().max().double_value(&[]);
+    assert!(diff <= 1e-5 * a.abs().max().double_value(&[]).max(1.0), "logits differ by {diff:e}");
+}
+
+#[test]
+fn exports_a_relief_checkpoint() {
+    let (model, masks) = pruned("resnet20");
+    let dir = tempfile::tempdir().unwrap();
+    let ck_path = dir.path().join("ck.safetensors");
+    let mut ck = Checkpoint::new();
+    ck.put_model(&model, &masks);
+    ck.write(&ck_path).unwrap();
+    let out_path = dir.path().join("small.safetensors");
+    let out = export(&[
+        "--compact",
+        ck_path.to_str().unwrap(),
+        "--out",
+        out_path.to_str().unwrap(),
+        "--check",
+        "4",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("check: max |logit difference|"), "{stdout}");
+    assert_same_logits(&model, &masks, &out_path);
+}
+
+#[test]
+fn exports_plain_safetensors_with_flags() {
+    let (model, masks) = pruned("lenet5");
+    let dir = tempfile::tempdir().unwrap();
+    let ck_path = dir.path().join("plain.safetensors");
+    let mut tensors = model.state("");
+    tensors.extend(masks.export("mask.", true));
+    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    Tensor::write_safetensors(&refs, &ck_path).unwrap();
+    let out_path = dir.path().join("small.safetensors");
+    export(&[
+        "--compact",
+        ck_path.to_str().unwrap(),
+        "--model",
+        "lenet5",
+        "--num-classes",
+        "10",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_same_logits(&model, &masks, &out_path);
+}
+
+#[test]
+fn missing_architecture_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck_path = dir.path().join("plain.safetensors");
+    let t = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+    Tensor::write_safetensors(&[("x", &t)], &ck_path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_relief"))
+        .args(["export", "--compact", ck_path.to_str().unwrap(), "--out", "/nonexistent/x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
+}
