@@ -11,13 +11,13 @@
 //! criterion's elements/s read as FLOP/s of the work that variant does.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relief_benches::{batch, configure, device, device_tag, timed, Fixture, MODELS};
+use relief_benches::{batch, configure, device, device_tag, selected, timed, Fixture, MODELS};
 use relief_core::exec::{forward, ForwardOptions};
 use relief_core::params::Bound;
 
 fn inference(c: &mut Criterion) {
     let device = device();
-    for name in MODELS {
+    for name in MODELS.into_iter().filter(|m| selected(m)) {
         let fx = Fixture::new(name, device);
         let bound = fx.model.bound();
         let cbound = Bound::new(&fx.compact.graph, &fx.compact.tensors).expect("compacted model");

@@ -9,7 +9,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relief_benches::{
-    batch, configure, device, device_tag, prune_batch, randomise_batch_norms, timed, MODELS,
+    batch, configure, device, device_tag, prune_batch, randomise_batch_norms, selected, timed, MODELS,
 };
 use relief_core::accounting::account;
 use relief_core::exec::{forward, ForwardOptions};
@@ -19,7 +19,7 @@ use tch::Tensor;
 
 fn prune(c: &mut Criterion) {
     let device = device();
-    for name in MODELS {
+    for name in MODELS.into_iter().filter(|m| selected(m)) {
         let arch: Arch = name.parse().expect("zoo name");
         let model = Model::new(arch, 10, device, 1);
         if !matches!(arch, Arch::Lenet300_100 | Arch::Lenet5) {

@@ -11,7 +11,7 @@
 //! Compare with `scripts/bench_torch.py` (PyTorch eager, same steps).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relief_benches::{batch, configure, device, device_tag, timed, train_batch, MODELS};
+use relief_benches::{batch, configure, device, device_tag, selected, timed, train_batch, MODELS};
 use relief_core::accounting::account;
 use relief_core::optim::{masked_train_step, MaskedOptimizer};
 use relief_core::train::{train_step, OptimizerSpec};
@@ -21,7 +21,7 @@ use relief_models::{Arch, Model};
 fn train(c: &mut Criterion) {
     let device = device();
     let spec = OptimizerSpec::Adam { lr: 1e-3, weight_decay: 5e-4 };
-    for name in MODELS {
+    for name in MODELS.into_iter().filter(|m| selected(m)) {
         let arch: Arch = name.parse().expect("zoo name");
         let n = train_batch(arch);
         let (x, y) = batch(arch, n, 10, device, 5);

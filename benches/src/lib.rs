@@ -42,6 +42,17 @@ pub fn quick() -> bool {
     !std::env::args().any(|a| a == "--bench") && std::env::var_os("RELIEF_BENCH_FULL").is_none()
 }
 
+/// Whether model `name` can match the command line's criterion filter: when an argument names
+/// one of [`MODELS`], only the models it names are set up (fixtures are expensive), e.g.
+/// `cargo bench -p relief-benches --bench inference -- lenet5`.
+pub fn selected(name: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && MODELS.iter().any(|m| a.contains(m)))
+        .collect();
+    named.is_empty() || named.iter().any(|a| a.contains(name))
+}
+
 /// CUDA when available, else the CPU. Also applies `RELIEF_THREADS` (libtorch intra-op
 /// threads) when set, so every bench can be run single-threaded on a busy machine.
 pub fn device() -> Device {

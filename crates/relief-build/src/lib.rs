@@ -26,10 +26,7 @@ pub fn libtorch_lib_dir() -> Option<PathBuf> {
     if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
         let python = env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
         let out = Command::new(python)
-            .args([
-                "-c",
-                "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
-            ])
+            .args(["-c", "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
             .output()
             .ok()?;
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -33,7 +33,9 @@
 //! Then, backward from the logits (all `num_classes` outputs are always kept), a unit is kept
 //! when a consumer keeps its column. A flatten keeps a channel `c` (columns `c*H*W ..
 //! (c+1)*H*W` of the next linear layer) when any of its features is kept. The graph input is
-//! never sliced (the compacted model takes the same input).
+//! never sliced (the compacted model takes the same input). A layer left with no input column
+//! keeps one (a constant one when possible), because libtorch has no zero-width layers; that
+//! unit computes its true output, so this stays exact.
 //!
 //! # Residual blocks
 //!
@@ -117,6 +119,8 @@ struct HostLayer {
 /// What the analysis decided for one layer.
 #[derive(Debug, Clone, Default)]
 struct Plan {
+    /// Per input: its state.
+    input: Vec<Ch>,
     /// Per input: kept column candidate (live, or a constant that cannot be folded).
     cand: Vec<bool>,
     /// Per input: the constant folded into the bias (0 when not folded).
@@ -201,6 +205,17 @@ fn nnz(t: &Tensor) -> i64 {
 fn index_of(keep: &[bool], device: Device) -> Tensor {
     let idx: Vec<i64> = keep.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| i as i64).collect();
     Tensor::from_slice(&idx).to_device(device)
+}
+
+/// libtorch rejects zero-width layers: when nothing is kept, keep one unit, preferably a
+/// constant one (it reads nothing upstream). Keeping a unit is always exact: it computes its
+/// true output and its consumers keep their (possibly zero) weights on it.
+fn force_one(keep: &mut [bool], states: &[Ch]) {
+    if keep.is_empty() || keep.iter().any(|&k| k) {
+        return;
+    }
+    let i = states.iter().position(|s| matches!(s, Ch::Const(_))).unwrap_or(0);
+    keep[i] = true;
 }
 
 fn positions(keep: &[bool]) -> Vec<i64> {
@@ -345,6 +360,7 @@ impl<'a> Compactor<'a> {
         let h = &self.host[l];
         debug_assert_eq!(input.len(), h.inputs);
         let mut plan = Plan {
+            input: input.to_vec(),
             cand: vec![false; h.inputs],
             fold_value: vec![0.0; h.inputs],
             fold_add: vec![0.0; h.outputs],
@@ -454,6 +470,7 @@ impl<'a> Compactor<'a> {
                 }
             }
         }
+        force_one(&mut cols, &plan.input);
         plan.cols = cols.clone();
         cols
     }
@@ -507,6 +524,7 @@ impl<'a> Compactor<'a> {
                             keep_in.iter_mut().zip(cols).for_each(|(a, b)| *a |= b);
                         }
                     }
+                    force_one(&mut keep_in, &input);
                     // conv1 and a projection read the whole kept block input.
                     self.plans[block.conv1].cols = keep_in.clone();
                     if let Shortcut::Conv { layer } = block.shortcut {

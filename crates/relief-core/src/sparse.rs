@@ -20,7 +20,8 @@
 //!
 //! Everything else (BatchNorm with running statistics, ReLU, pooling, residual sums and
 //! gathers) follows `exec::forward` in eval mode; outputs equal the dense model's up to float
-//! summation order.
+//! summation order. Shortcut masks are not applied: build a [`SparseModel`] from a compacted
+//! model (which has none left) or from a model without residual blocks.
 
 use std::time::Instant;
 

@@ -389,3 +389,41 @@ fn resnet18_tiny_projection_shortcuts_fold() {
     let case = hand_masked("resnet18-tiny", 25);
     check("resnet18-tiny-hand", &case, false);
 }
+
+/// Layers that lose every unit (e.g. a block's conv1 whose filters all emit exactly 0) keep one
+/// unit, as libtorch has no zero-width layers: the compacted model still runs and matches.
+#[test]
+fn zero_width_layers_still_run() {
+    let guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new("resnet20".parse().unwrap(), 10, Device::Cpu, 31);
+    randomise_batch_norms(&model, 32);
+    let mut masks = MaskSet::ones(&model.graph, Device::Cpu);
+    let params = model.params();
+    tch::no_grad(|| {
+        for s in ["weight", "bias"] {
+            let _ = params[&format!("layer1.0.bn1.{s}")].shallow_clone().fill_(0.0);
+        }
+    });
+    let w = masks.get("layer1.0.conv1.weight").unwrap().zeros_like();
+    masks.set("layer1.0.conv1.weight", w);
+    masks.apply(&params);
+    let eval_x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    drop(guard);
+    let case = Case { model, masks, eval_x };
+    let c = check("resnet20-zero-width", &case, false);
+    // One (constant) unit stays: libtorch has no zero-width convolutions.
+    assert_eq!(c.report.layers[1].outputs.1, 1, "layer1.0.conv1 should keep a single filter");
+
+    let guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new("lenet300-100".parse().unwrap(), 10, Device::Cpu, 33);
+    let mut masks = MaskSet::ones(&model.graph, Device::Cpu);
+    masks.set("classifier.2.weight", masks.get("classifier.2.weight").unwrap().zeros_like());
+    masks.set("classifier.2.bias", masks.get("classifier.2.bias").unwrap().zeros_like());
+    masks.apply(&model.params());
+    let eval_x = Tensor::rand([4, 784], (Kind::Float, Device::Cpu));
+    drop(guard);
+    let case = Case { model, masks, eval_x };
+    let c = check("lenet300-100-constant", &case, false);
+    assert!(c.report.layers[0].outputs.1 <= 1);
+    assert_eq!(c.report.layers[1].outputs.1, 1);
+}

@@ -175,7 +175,7 @@ fn backward_pruning_follows_any_flatten_shape() {
     masks.set("classifier.1.weight", fc1);
     let mut zeroing = BnZeroing::new(&graph);
     backward_prune(&graph, &mut masks, &mut zeroing, false);
-    let last = graph.layers.iter().filter(|l| l.op.is_conv()).last().unwrap();
+    let last = graph.layers.iter().rfind(|l| l.op.is_conv()).unwrap();
     let rows = masks.get(&last.weight_name()).unwrap().amax([1, 2, 3].as_slice(), false);
     assert_eq!(rows.double_value(&[5]), 0.0);
     assert_eq!(rows.double_value(&[6]), 1.0);
