@@ -55,12 +55,16 @@
 //! *Alive entries* of a model = non-zero entries of its weight and bias masks over every
 //! prunable layer, stem included, an inert mask counting as all ones (the model as executed).
 //! The compacted model carries its own masks (sliced from the original; a bias that received
-//! folded constants is unmasked there): [`CompactReport::alive_after`] counts those. Every alive
-//! entry the compaction drops only multiplies a provably zero input, belongs to a unit nobody
-//! reads, or was folded (counted in [`CompactReport::alive_dropped`]), so for masks that went
-//! through backward pruning `alive_after = alive_before - alive_dropped + bias_added`.
-//! [`CompactReport::params_after`] counts every entry of the compacted weights and biases
-//! (zeros inside kept rows included: connection-level sparsity remains, see `sparse`).
+//! folded constants is unmasked there): [`CompactReport::alive_after`] counts those, and
+//! `alive_after = alive_before - alive_dropped + bias_added`. Every dropped alive entry
+//! ([`CompactReport::alive_dropped`]) only multiplied a provably zero input, belonged to a unit
+//! nobody reads, or was folded into a bias. For masks produced by `prune_step` (backward
+//! pruning done) nothing alive is dropped, except the rows of an inert stem mask (units the
+//! reference computes although nothing reads them), and every kept unit of a plain layer or a
+//! block's first convolution is an alive unit (`accounting`'s `units_alive`); the tests assert
+//! exactly this. [`CompactReport::params_after`] counts every entry of the compacted weights
+//! and biases (zeros inside kept rows included: connection-level sparsity remains, see
+//! `sparse`), so `params_after >= alive_after`.
 //!
 //! # File format
 //!
