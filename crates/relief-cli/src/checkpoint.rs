@@ -39,35 +39,13 @@ pub struct Checkpoint {
 }
 
 fn dtype(kind: Kind) -> Result<Dtype> {
-    Ok(match kind {
-        Kind::Float => Dtype::F32,
-        Kind::Double => Dtype::F64,
-        Kind::Half => Dtype::F16,
-        Kind::BFloat16 => Dtype::BF16,
-        Kind::Int64 => Dtype::I64,
-        Kind::Int => Dtype::I32,
-        Kind::Int16 => Dtype::I16,
-        Kind::Int8 => Dtype::I8,
-        Kind::Uint8 => Dtype::U8,
-        Kind::Bool => Dtype::BOOL,
-        other => bail!("tensor kind {other:?} cannot be stored in safetensors"),
-    })
+    relief_core::tensor_io::dtype_of(kind)
+        .ok_or_else(|| anyhow!("tensor kind {kind:?} cannot be stored in safetensors"))
 }
 
 fn kind(dtype: Dtype) -> Result<Kind> {
-    Ok(match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F64 => Kind::Double,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::I64 => Kind::Int64,
-        Dtype::I32 => Kind::Int,
-        Dtype::I16 => Kind::Int16,
-        Dtype::I8 => Kind::Int8,
-        Dtype::U8 => Kind::Uint8,
-        Dtype::BOOL => Kind::Bool,
-        other => bail!("safetensors dtype {other:?} is not supported"),
-    })
+    relief_core::tensor_io::kind_of(dtype)
+        .ok_or_else(|| anyhow!("safetensors dtype {dtype:?} is not supported"))
 }
 
 /// A temporary sibling of `path`, unique to this process.

@@ -84,6 +84,7 @@ use crate::exec::BN_EPS;
 use crate::graph::{Activation, LayerOp, Node, PruneGraph, Shortcut};
 use crate::masks::MaskSet;
 use crate::params::TensorMap;
+use crate::tensor_io::{dtype_of, kind_of};
 
 /// Value of `format` in a compacted model's safetensors metadata.
 pub const FORMAT: &str = "relief-compact";
@@ -739,38 +740,6 @@ pub fn compact(
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> CoreError {
     CoreError::Io { path: path.display().to_string(), message: e.to_string() }
-}
-
-fn dtype_of(kind: Kind) -> Option<safetensors::Dtype> {
-    use safetensors::Dtype;
-    Some(match kind {
-        Kind::Float => Dtype::F32,
-        Kind::Double => Dtype::F64,
-        Kind::Half => Dtype::F16,
-        Kind::BFloat16 => Dtype::BF16,
-        Kind::Int64 => Dtype::I64,
-        Kind::Int => Dtype::I32,
-        Kind::Uint8 => Dtype::U8,
-        Kind::Int8 => Dtype::I8,
-        Kind::Bool => Dtype::BOOL,
-        _ => return None,
-    })
-}
-
-fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
-    use safetensors::Dtype;
-    Some(match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F64 => Kind::Double,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::I64 => Kind::Int64,
-        Dtype::I32 => Kind::Int,
-        Dtype::U8 => Kind::Uint8,
-        Dtype::I8 => Kind::Int8,
-        Dtype::BOOL => Kind::Bool,
-        _ => return None,
-    })
 }
 
 /// Writes `tensors` with string `metadata` to a safetensors file atomically (a temporary

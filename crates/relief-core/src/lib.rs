@@ -24,6 +24,7 @@ pub mod select;
 pub mod semantics;
 pub mod sparse;
 pub mod stats;
+pub mod tensor_io;
 pub mod train;
 
 pub use engine::{prune_step, PruneConfig, PruneOutcome};
