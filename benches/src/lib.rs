@@ -54,8 +54,10 @@ pub fn selected(name: &str) -> bool {
 }
 
 /// CUDA when available, else the CPU. Also applies `RELIEF_THREADS` (libtorch intra-op
-/// threads) when set, so every bench can be run single-threaded on a busy machine.
+/// threads) when set, so every bench can be run single-threaded on a busy machine, and the
+/// host memory policy of the `relief` binary ([`relief_core::host_memory`]).
 pub fn device() -> Device {
+    relief_core::host_memory::retain_freed_memory();
     if let Some(t) = std::env::var("RELIEF_THREADS").ok().and_then(|t| t.parse().ok()) {
         tch::set_num_threads(t);
     }

@@ -8,5 +8,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Large CPU activations are reused instead of re-faulted on every pass (see host_memory).
+    relief_core::host_memory::retain_freed_memory();
     std::process::exit(relief_cli::cli::main());
 }

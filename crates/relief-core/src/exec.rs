@@ -44,7 +44,8 @@ pub trait Probe {
     /// conv: the block output after the sum and ReLU).
     fn layer_output(&mut self, layer: usize, y: &Tensor);
     /// Residual block `block`: `branch` = bn2(conv2(.)) and `residual` = what is added to it.
-    fn block(&mut self, block: usize, branch: &Tensor, residual: &Tensor);
+    /// The forward is done with `branch` and hands it over: a probe may overwrite it in place.
+    fn block(&mut self, block: usize, branch: Tensor, residual: &Tensor);
 }
 
 fn linear_or_conv(op: &LayerOp, t: &LayerTensors, x: &Tensor) -> Tensor {
@@ -147,7 +148,7 @@ impl Exec<'_> {
         }
         let y = (&branch + &residual).relu();
         if let Some(p) = probe.as_deref_mut() {
-            p.block(b, &branch, &residual);
+            p.block(b, branch, &residual);
             p.layer_output(block.conv2, &y);
             if let Shortcut::Conv { layer } = block.shortcut {
                 p.layer_output(layer, &y);

@@ -196,6 +196,16 @@ pub struct PruneGraph {
     pub nodes: Vec<Node>,
 }
 
+/// Tensors of the forward program known to be non-negative, see
+/// [`PruneGraph::nonnegative_tensors`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonNegative {
+    /// Per layer: its input.
+    pub layer_inputs: Vec<bool>,
+    /// Per residual block: the residual added to the branch.
+    pub residuals: Vec<bool>,
+}
+
 /// BatchNorm parameter and buffer suffixes, in `state_dict` order.
 pub const BN_SUFFIXES: [&str; 5] = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"];
 
@@ -272,6 +282,44 @@ impl PruneGraph {
         }
         shapes.push(shape);
         shapes
+    }
+
+    /// Which tensors of the forward program are non-negative by construction (a ReLU's output,
+    /// possibly pooled, flattened, dropped out or multiplied by a 0/1 shortcut mask): per
+    /// layer its input, per block its residual. `|.|` is the identity on them, so statistics
+    /// skip it (and the full-size temporary it costs).
+    pub fn nonnegative_tensors(&self) -> NonNegative {
+        let mut out = NonNegative {
+            layer_inputs: vec![false; self.layers.len()],
+            residuals: vec![false; self.blocks.len()],
+        };
+        let relu = |l: usize| self.layers[l].activation == Activation::Relu;
+        // The model input may be anything (normalised images are signed).
+        let mut nonneg = false;
+        for node in &self.nodes {
+            match node {
+                Node::Layer(i) => {
+                    out.layer_inputs[*i] = nonneg;
+                    nonneg = relu(*i);
+                }
+                Node::MaxPool2d { .. } | Node::GlobalAvgPool | Node::Flatten | Node::Dropout { .. } => {}
+                Node::Block(b) => {
+                    let block = &self.blocks[*b];
+                    out.layer_inputs[block.conv1] = nonneg;
+                    out.layer_inputs[block.conv2] = relu(block.conv1);
+                    out.residuals[*b] = match block.shortcut {
+                        Shortcut::Conv { layer } => {
+                            out.layer_inputs[layer] = nonneg;
+                            false
+                        }
+                        Shortcut::Identity | Shortcut::PadA { .. } | Shortcut::Gather { .. } => nonneg,
+                    };
+                    // relu(branch + residual)
+                    nonneg = true;
+                }
+            }
+        }
+        out
     }
 
     /// Checks internal consistency: channel counts along the program, block wiring, names.

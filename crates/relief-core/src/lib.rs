@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod host_memory;
 pub mod magnitude;
 pub mod masks;
 pub mod optim;

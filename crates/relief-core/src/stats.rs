@@ -12,7 +12,7 @@
 use tch::{Kind, Tensor};
 
 use crate::exec::Probe;
-use crate::graph::{PruneGraph, Role};
+use crate::graph::{NonNegative, PruneGraph, Role};
 
 /// Accumulated statistics of one layer.
 #[derive(Debug, Default)]
@@ -32,6 +32,7 @@ pub struct LayerStats {
 pub struct StatsCollector {
     want: Vec<bool>,
     block_conv2: Vec<usize>,
+    nonneg: NonNegative,
     /// Statistics per layer (empty for unselected layers).
     pub layers: Vec<LayerStats>,
     /// Samples seen.
@@ -52,7 +53,7 @@ impl StatsCollector {
     pub fn new(graph: &PruneGraph, want: Vec<bool>) -> Self {
         let block_conv2 = graph.blocks.iter().map(|b| b.conv2).collect();
         let layers = graph.layers.iter().map(|_| LayerStats::default()).collect();
-        Self { want, block_conv2, layers, samples: 0 }
+        Self { want, block_conv2, nonneg: graph.nonnegative_tensors(), layers, samples: 0 }
     }
 
     /// Whether layer `l` is collected.
@@ -69,7 +70,7 @@ impl StatsCollector {
 impl Probe for StatsCollector {
     fn layer_input(&mut self, layer: usize, x: &Tensor) {
         if self.want[layer] {
-            accumulate(&mut self.layers[layer].input_abs, x.abs().sum_dim_intlist(0, false, Kind::Float));
+            accumulate(&mut self.layers[layer].input_abs, sum_abs(x, self.nonneg.layer_inputs[layer]));
         }
     }
 
@@ -83,13 +84,25 @@ impl Probe for StatsCollector {
         }
     }
 
-    fn block(&mut self, block: usize, branch: &Tensor, residual: &Tensor) {
+    fn block(&mut self, block: usize, mut branch: Tensor, residual: &Tensor) {
         let l = self.block_conv2[block];
         if self.want[l] {
+            let residual_abs = sum_abs(residual, self.nonneg.residuals[block]);
             let s = &mut self.layers[l];
-            accumulate(&mut s.branch_abs, branch.abs().sum_dim_intlist(0, false, Kind::Float));
-            accumulate(&mut s.residual_abs, residual.abs().sum_dim_intlist(0, false, Kind::Float));
+            // The branch is ours: |.| in place instead of a full-size temporary.
+            let _ = branch.abs_();
+            accumulate(&mut s.branch_abs, branch.sum_dim_intlist(0, false, Kind::Float));
+            accumulate(&mut s.residual_abs, residual_abs);
         }
+    }
+}
+
+/// `sum_n |x[n]|`; `nonnegative` (known from the graph) skips the `|.|`, an identity there.
+fn sum_abs(x: &Tensor, nonnegative: bool) -> Tensor {
+    if nonnegative {
+        x.sum_dim_intlist(0, false, Kind::Float)
+    } else {
+        x.abs().sum_dim_intlist(0, false, Kind::Float)
     }
 }
 

@@ -13,6 +13,7 @@ use relief_models::{Arch, Model};
 use tch::{Device, Kind, Tensor};
 
 fn main() {
+    relief_core::host_memory::retain_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let arch: Arch = args.get(1).map(String::as_str).unwrap_or("lenet5").parse().expect("model name");
     let n: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);

@@ -98,3 +98,58 @@ fn checkpoints_round_trip_by_pytorch_names() {
         assert!(target.params()[&k].equal(&v), "{k}");
     }
 }
+
+/// A probe that checks the graph's non-negativity claims on a real forward pass.
+struct SignCheck {
+    claims: relief_core::graph::NonNegative,
+    checked: usize,
+}
+
+impl SignCheck {
+    fn check(&mut self, claimed: bool, t: &Tensor, what: String) {
+        if claimed {
+            let min = t.min().double_value(&[]);
+            assert!(min >= 0.0, "{what} claimed non-negative, has {min}");
+            self.checked += 1;
+        }
+    }
+}
+
+impl relief_core::exec::Probe for SignCheck {
+    fn layer_input(&mut self, layer: usize, x: &Tensor) {
+        self.check(self.claims.layer_inputs[layer], x, format!("input of layer {layer}"));
+    }
+    fn layer_output(&mut self, _: usize, _: &Tensor) {}
+    fn block(&mut self, block: usize, _: Tensor, residual: &Tensor) {
+        self.check(self.claims.residuals[block], residual, format!("residual of block {block}"));
+    }
+}
+
+#[test]
+fn nonnegative_claims_hold_on_real_forward_passes() {
+    for name in ["lenet300-100", "lenet5", "vgg-like", "resnet20", "resnet18-tiny"] {
+        let arch: Arch = name.parse().unwrap();
+        let model = Model::new(arch, 10, Device::Cpu, 0);
+        let claims = model.graph.nonnegative_tensors();
+        // The model input is signed: never claimed.
+        assert!(!claims.layer_inputs[0], "{name}");
+        let expected = claims.layer_inputs.iter().chain(&claims.residuals).filter(|&&c| c).count();
+        assert!(expected > 0, "{name}: no tensor claimed non-negative");
+        let mut shape = vec![3];
+        shape.extend(arch.input_shape());
+        let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+        let masks = MaskSet::ones(&model.graph, Device::Cpu);
+        let mut probe = SignCheck { claims, checked: 0 };
+        let _ = tch::no_grad(|| {
+            relief_core::exec::forward(
+                &model.graph,
+                &model.bound(),
+                Some(&masks),
+                &x,
+                ForwardOptions::EVAL,
+                Some(&mut probe),
+            )
+        });
+        assert_eq!(probe.checked, expected, "{name}: every claimed tensor was seen");
+    }
+}
