@@ -3,8 +3,8 @@
 //!
 //! Names: `<device>/<model>/<step>/b<batch>` with `<step>`:
 //! - `train-step`: `relief_core::train::train_step` with `tch::nn::Adam`;
-//! - `train-step-flat`: `relief_core::optim::masked_train_step` with the resumable
-//!   `MaskedOptimizer` (Adam on one flat buffer) that the pipeline uses.
+//! - `train-step-resumable`: `relief_core::optim::masked_train_step` with the resumable
+//!   `MaskedOptimizer` (exportable state, in-place per-tensor updates) that the pipeline uses.
 //!
 //! Adam lr 1e-3, weight decay 5e-4; all-ones masks (a mask's values do not change the cost).
 //! Throughput: 3 x forward FLOPs x batch (forward + backward, the usual estimate).
@@ -50,7 +50,7 @@ fn train(c: &mut Criterion) {
             let masks = MaskSet::ones(&model.graph, device);
             let (bound, params) = (model.bound(), model.params());
             let mut opt = MaskedOptimizer::new(spec, &params).expect("optimizer");
-            group.bench_function(BenchmarkId::new("train-step-flat", format!("b{n}")), |b| {
+            group.bench_function(BenchmarkId::new("train-step-resumable", format!("b{n}")), |b| {
                 b.iter_custom(|iters| {
                     timed(
                         device,

@@ -2,7 +2,7 @@
 //! runs), for a paired comparison with PyTorch eager on a busy machine:
 //! `cargo run --release -p relief-benches --example step_times -- MODEL [REPS]` prints
 //! `model what batch ms` for one training step (`train::train_step`, tch Adam, and
-//! `optim::masked_train_step`, flat Adam; lr 1e-3, weight decay 5e-4, all-ones masks) and dense
+//! `optim::masked_train_step`, resumable Adam; lr 1e-3, weight decay 5e-4, all-ones masks) and dense
 //! eval inference at batch 1, 32, 256 (VGG-like 256 only with `RELIEF_BENCH_HEAVY`), plus the
 //! pruned fixture's compacted model at the same batches.
 
@@ -61,7 +61,7 @@ fn main() {
             },
             reps,
         );
-        println!("{name:14} train-step-flat  b{n:<4} {:9.3} ms (min {:9.3})", ms.0, ms.1);
+        println!("{name:14} train-step-resumable  b{n:<4} {:9.3} ms (min {:9.3})", ms.0, ms.1);
     }
     if what == "all" || what == "infer" {
         let fx = Fixture::new(name, device);

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use relief_core::accounting::account;
+use relief_core::compact;
+use relief_core::params::{Bound, TensorMap};
+use relief_core::{MaskSet, PruneGraph};
 use relief_data::{DatasetKind, SplitKind};
 use relief_models::Arch;
 use serde_json::json;
@@ -14,11 +17,32 @@ use crate::pipeline::{accuracy, load_dataset, DataSpec};
 use crate::report::{render_table, thousands};
 use crate::util::parse_device;
 
+/// The model to evaluate, from either kind of file.
+struct Loaded {
+    graph: PruneGraph,
+    params: TensorMap,
+    masks: MaskSet,
+    /// Read from a compacted model file.
+    compacted: bool,
+    /// For a compacted model: weight + bias entries and FLOPs per sample of the prunable layers,
+    /// before and after compaction (from `relief export`).
+    dense: Option<CompactCounts>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct CompactCounts {
+    dense_params: i64,
+    compact_params: i64,
+    dense_flops: i64,
+    compact_flops: i64,
+}
+
 /// Arguments of `relief eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The checkpoint: a relief checkpoint (e.g. `RUN_DIR/iter-003.safetensors`) or a
-    /// safetensors file with PyTorch parameter names (then pass --model and --num-classes).
+    /// The checkpoint: a relief checkpoint (e.g. `RUN_DIR/iter-003.safetensors`), a compacted
+    /// model from `relief export --compact`, or a safetensors file with PyTorch parameter names
+    /// (then pass --model and --num-classes).
     pub checkpoint: PathBuf,
     /// Architecture (default: the checkpoint's metadata).
     #[arg(long)]
@@ -54,12 +78,45 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let ck = Checkpoint::read(&args.checkpoint)?;
-    let arch =
-        args.model.as_deref().map(|m| m.parse::<Arch>().map_err(|e| anyhow!("--model: {e}"))).transpose()?;
-    let model = ck.model(&args.checkpoint, arch, args.num_classes, device)?;
-    let masks = ck.masks(&model, &args.checkpoint)?;
-    masks.apply(&model.params());
-    let acc = account(&model.graph, &masks);
+    let loaded = if ck.get("format") == Some(compact::FORMAT) {
+        if args.model.is_some() || args.num_classes.is_some() {
+            bail!(
+                "{}: a compacted model carries its own architecture; drop --model/--num-classes",
+                args.checkpoint.display()
+            );
+        }
+        let (graph, tensors) = compact::load_compact(&args.checkpoint)?;
+        let params: TensorMap = tensors.into_iter().map(|(k, v)| (k, v.to_device(device))).collect();
+        let masks = MaskSet::ones(&graph, device);
+        let number = |k: &str| ck.get(k).and_then(|v| v.parse::<i64>().ok());
+        let dense = match (
+            number("dense_params"),
+            number("compact_params"),
+            number("dense_flops"),
+            number("compact_flops"),
+        ) {
+            (Some(dense_params), Some(compact_params), Some(dense_flops), Some(compact_flops)) => {
+                Some(CompactCounts { dense_params, compact_params, dense_flops, compact_flops })
+            }
+            _ => None,
+        };
+        let compacted = true;
+        Loaded { graph, params, masks, dense, compacted }
+    } else {
+        let arch = args
+            .model
+            .as_deref()
+            .map(|m| m.parse::<Arch>().map_err(|e| anyhow!("--model: {e}")))
+            .transpose()?;
+        let model = ck.model(&args.checkpoint, arch, args.num_classes, device)?;
+        let masks = ck.masks(&model, &args.checkpoint)?;
+        let params = model.params();
+        masks.apply(&params);
+        Loaded { graph: model.graph.clone(), params, masks, dense: None, compacted: false }
+    };
+    let Loaded { graph, params, masks, dense, compacted } = loaded;
+    let bound = Bound::new(&graph, &params)?;
+    let acc = account(&graph, &masks);
     let test_acc = if args.no_data {
         None
     } else {
@@ -82,15 +139,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
             test_limit: args.test_limit,
             device,
         })?;
-        let bound = model.bound();
-        accuracy(&model.graph, &bound, &masks, &data, SplitKind::Test, args.batch_size)?
+        accuracy(&graph, &bound, &masks, &data, SplitKind::Test, args.batch_size)?
             .map(|a| (a, data.test.len()))
     };
     if args.json {
         let v = json!({
             "checkpoint": args.checkpoint.display().to_string(),
-            "arch": model.arch.to_string(),
-            "num_classes": model.graph.num_classes,
+            "arch": graph.arch,
+            "num_classes": graph.num_classes,
+            "compacted": compacted,
+            "compaction": dense,
             "iteration": ck.get("iteration").and_then(|s| s.parse::<i64>().ok()),
             "test_accuracy": test_acc.map(|a| a.0),
             "test_examples": test_acc.map(|a| a.1),
@@ -108,7 +166,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{} ({}, {} classes)", args.checkpoint.display(), model.arch, model.graph.num_classes);
+    let kind = if compacted { ", compacted" } else { "" };
+    println!("{} ({}{kind}, {} classes)", args.checkpoint.display(), graph.arch, graph.num_classes);
     if let Some((a, n)) = test_acc {
         println!("  test accuracy: {a:.2} % on {n} examples");
     }
@@ -121,6 +180,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         thousands(acc.full_params_alive),
         thousands(acc.full_params_total)
     );
+    if let Some(d) = dense {
+        println!(
+            "  compaction: weight + bias entries {} -> {} ({:.2}x fewer), FLOPs per sample {} -> {} \
+             ({:.2}x fewer)",
+            thousands(d.dense_params),
+            thousands(d.compact_params),
+            d.dense_params as f64 / d.compact_params.max(1) as f64,
+            thousands(d.dense_flops),
+            thousands(d.compact_flops),
+            d.dense_flops as f64 / d.compact_flops.max(1) as f64
+        );
+    }
     println!(
         "  FLOPs per sample: {} of {} ({:.2} % pruned)\n",
         thousands(acc.flops_alive),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use relief_core::compact::{compact_with_report, save_compact};
+use relief_core::compact::{compact_with_report, save_compact_with};
 use relief_core::engine::mark_inert_masks;
 use relief_core::exec::{forward, ForwardOptions};
 use relief_core::params::Bound;
@@ -77,7 +77,22 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let arch = model.arch;
     let params = model.params();
     let c = compact_with_report(&model.graph, &params, &masks).context("compacting")?;
-    save_compact(&args.out, &c.graph, &c.tensors)
+    // Provenance, so `relief eval` can find the data and report against the dense model.
+    let mut extra: std::collections::BTreeMap<String, String> = ["dataset", "data_dir", "iteration"]
+        .into_iter()
+        .filter_map(|k| ck.get(k).map(|v| (k.to_string(), v.to_string())))
+        .collect();
+    extra.insert("source".to_string(), origin.display().to_string());
+    let r = &c.report;
+    for (k, v) in [
+        ("dense_params", r.params_before),
+        ("compact_params", r.params_after),
+        ("dense_flops", r.flops_before),
+        ("compact_flops", r.flops_after),
+    ] {
+        extra.insert(k.to_string(), v.to_string());
+    }
+    save_compact_with(&args.out, &c.graph, &c.tensors, &extra)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let r = &c.report;
     if args.verbose {

@@ -104,3 +104,46 @@ fn missing_architecture_is_explained() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
 }
+
+fn eval_json(file: &std::path::Path) -> serde_json::Value {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-sample");
+    let out = Command::new(env!("CARGO_BIN_EXE_relief"))
+        .arg("eval")
+        .arg(file)
+        .args(["--device", "cpu", "--test-limit", "500", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "relief eval failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn eval_reads_compacted_models_and_agrees_with_the_masked_checkpoint() {
+    let (model, masks) = pruned("lenet5");
+    let dir = tempfile::tempdir().unwrap();
+    let ck_path = dir.path().join("ck.safetensors");
+    let mut ck = Checkpoint::new();
+    ck.put_model(&model, &masks);
+    ck.set("dataset", "mnist");
+    ck.write(&ck_path).unwrap();
+    let small = dir.path().join("small.safetensors");
+    export(&["--compact", ck_path.to_str().unwrap(), "--out", small.to_str().unwrap()]);
+
+    let masked = eval_json(&ck_path);
+    let compacted = eval_json(&small);
+    assert_eq!(masked["compacted"], false);
+    assert_eq!(compacted["compacted"], true);
+    assert_eq!(compacted["arch"], "lenet5");
+    assert_eq!(compacted["test_examples"], 500);
+    // Same predictions on real digits (logits agree to 1e-5, see the tests above).
+    assert_eq!(masked["test_accuracy"], compacted["test_accuracy"]);
+    let c = &compacted["compaction"];
+    let (dense, small_params) = (c["dense_params"].as_i64().unwrap(), c["compact_params"].as_i64().unwrap());
+    assert_eq!(dense, masked["params_total"].as_i64().unwrap(), "LeNet-5 counts every weight and bias");
+    assert!(small_params < dense, "compaction removed nothing: {c}");
+    // The compacted model is dense: everything it has is alive, and it has what the export made.
+    assert_eq!(compacted["params_alive"], compacted["params_total"]);
+    assert_eq!(compacted["params_total"].as_i64().unwrap(), small_params);
+    assert!(c["compact_flops"].as_i64().unwrap() < c["dense_flops"].as_i64().unwrap());
+}

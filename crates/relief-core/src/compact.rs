@@ -804,7 +804,18 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>
 
 /// Writes a compacted model (see the module docs for the format) atomically.
 pub fn save_compact(path: &Path, graph: &PruneGraph, tensors: &TensorMap) -> Result<(), CoreError> {
-    let mut meta = BTreeMap::new();
+    save_compact_with(path, graph, tensors, &BTreeMap::new())
+}
+
+/// [`save_compact`] with extra metadata entries (provenance: source checkpoint, dataset, the
+/// dense model's counts); the entries of the format itself take precedence.
+pub fn save_compact_with(
+    path: &Path,
+    graph: &PruneGraph,
+    tensors: &TensorMap,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), CoreError> {
+    let mut meta = extra.clone();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("version".to_string(), FORMAT_VERSION.to_string());
     meta.insert(

@@ -3,10 +3,10 @@
 //!
 //! `tch::nn::Optimizer` offers no state export, so an interrupted retraining could not resume
 //! bit for bit. [`MaskedOptimizer`] keeps its state (`exp_avg`, `exp_avg_sq` and the step count
-//! for Adam; the momentum buffer for SGD) as flat `f32` tensors over all trainable parameters,
-//! concatenated in name order, which [`MaskedOptimizer::state`] exports and
-//! [`MaskedOptimizer::load_state`] restores. Working on one flat buffer also keeps the number
-//! of kernel launches per step independent of the number of parameter tensors.
+//! for Adam; the momentum buffer for SGD) per trainable tensor and updates every tensor in place,
+//! as libtorch's own optimizers do; [`MaskedOptimizer::state`] exports it as flat `f32` tensors
+//! over all trainable parameters, concatenated in name order, and
+//! [`MaskedOptimizer::load_state`] restores it.
 //!
 //! Update rules (PyTorch's single-tensor `Adam` and `SGD`, `maximize = False`, no AMSGrad,
 //! no dampening, no Nesterov), with `g` the (masked) gradient:
@@ -45,10 +45,10 @@ pub struct MaskedOptimizer {
     names: Vec<String>,
     params: Vec<Tensor>,
     steps: i64,
-    /// Adam: first moment; SGD: momentum buffer. Flat, created on the first step.
-    buf1: Option<Tensor>,
-    /// Adam: second moment. Flat, created on the first step.
-    buf2: Option<Tensor>,
+    /// Adam: first moment; SGD: momentum buffer. One per parameter, created on the first step.
+    buf1: Option<Vec<Tensor>>,
+    /// Adam: second moment. One per parameter, created on the first step.
+    buf2: Option<Vec<Tensor>>,
 }
 
 impl MaskedOptimizer {
@@ -107,64 +107,50 @@ impl MaskedOptimizer {
         }
     }
 
-    fn flat(tensors: impl Iterator<Item = Tensor>) -> Tensor {
-        let parts: Vec<Tensor> = tensors.map(|t| t.reshape([-1])).collect();
-        Tensor::cat(&parts, 0)
-    }
-
     /// One update from the current gradients (mask them first).
     pub fn step(&mut self) {
-        tch::no_grad(|| {
-            let grad = Self::flat(self.params.iter().map(|p| {
-                let g = p.grad();
-                if g.defined() {
-                    g
-                } else {
-                    p.zeros_like()
-                }
-            }));
-            let mut flat = Self::flat(self.params.iter().map(|p| p.detach()));
-            self.steps += 1;
-            match self.spec {
-                OptimizerSpec::Adam { weight_decay, .. } => {
-                    let g = if weight_decay != 0.0 { grad + &flat * weight_decay } else { grad };
-                    let m = self.buf1.get_or_insert_with(|| g.zeros_like());
+        self.steps += 1;
+        let t = self.steps as i32;
+        let first = self.buf1.is_none();
+        let zeros = |ps: &[Tensor]| ps.iter().map(|p| p.zeros_like()).collect::<Vec<_>>();
+        tch::no_grad(|| match self.spec {
+            OptimizerSpec::Adam { weight_decay, .. } => {
+                let m_all = self.buf1.get_or_insert_with(|| zeros(&self.params));
+                let v_all = self.buf2.get_or_insert_with(|| zeros(&self.params));
+                let bc1 = 1.0 - ADAM_BETA1.powi(t);
+                let bc2 = 1.0 - ADAM_BETA2.powi(t);
+                let step_size = self.lr / bc1;
+                for ((p, m), v) in self.params.iter().zip(m_all.iter_mut()).zip(v_all.iter_mut()) {
+                    let g = grad_of(p);
+                    let mut p = p.shallow_clone();
+                    let g = if weight_decay != 0.0 { g + &p * weight_decay } else { g };
                     let _ = m.lerp_(&g, 1.0 - ADAM_BETA1);
-                    let v = self.buf2.get_or_insert_with(|| g.zeros_like());
                     let _ = v.g_mul_scalar_(ADAM_BETA2);
                     let _ = v.addcmul_(&(&g * (1.0 - ADAM_BETA2)), &g);
-                    let t = self.steps as i32;
-                    let bc1 = 1.0 - ADAM_BETA1.powi(t);
-                    let bc2 = 1.0 - ADAM_BETA2.powi(t);
-                    let step_size = self.lr / bc1;
                     let denom = (v.sqrt() / bc2.sqrt()) + ADAM_EPS;
-                    let m = self.buf1.as_ref().expect("created above");
                     // PyTorch: p.addcdiv_(m, denom, value=-step_size) = p + (-step_size * m) / denom.
-                    let _ = flat.addcdiv_(&(m * (-step_size)), &denom);
+                    let _ = p.addcdiv_(&(&*m * (-step_size)), &denom);
                 }
-                OptimizerSpec::Sgd { momentum, weight_decay, .. } => {
-                    let g = if weight_decay != 0.0 { grad + &flat * weight_decay } else { grad };
+            }
+            OptimizerSpec::Sgd { momentum, weight_decay, .. } => {
+                for (i, p) in self.params.iter().enumerate() {
+                    let g = grad_of(p);
+                    let mut p = p.shallow_clone();
+                    let g = if weight_decay != 0.0 { g + &p * weight_decay } else { g };
                     let d = if momentum != 0.0 {
-                        match &mut self.buf1 {
-                            Some(buf) => {
-                                let _ = buf.g_mul_scalar_(momentum);
-                                let _ = buf.g_add_(&g);
-                            }
-                            None => self.buf1 = Some(g.copy()),
+                        let bufs = self.buf1.get_or_insert_with(Vec::new);
+                        if first {
+                            bufs.push(g.copy());
+                        } else {
+                            let _ = bufs[i].g_mul_scalar_(momentum);
+                            let _ = bufs[i].g_add_(&g);
                         }
-                        self.buf1.as_ref().expect("set above").shallow_clone()
+                        bufs[i].shallow_clone()
                     } else {
                         g
                     };
-                    let _ = flat.g_add_(&(d * (-self.lr)));
+                    let _ = p.g_add_(&(d * (-self.lr)));
                 }
-            }
-            let mut offset = 0;
-            for p in &self.params {
-                let n = p.numel() as i64;
-                let mut p = p.shallow_clone();
-                p.copy_(&flat.narrow(0, offset, n).view_as(&p));
-                offset += n;
             }
         });
     }
@@ -175,7 +161,8 @@ impl MaskedOptimizer {
         let mut out = vec![(format!("{prefix}step"), Tensor::from(self.steps))];
         for (key, buf) in [("buf1", &self.buf1), ("buf2", &self.buf2)] {
             if let Some(b) = buf {
-                out.push((format!("{prefix}{key}"), b.to_device(tch::Device::Cpu).copy()));
+                let parts: Vec<Tensor> = b.iter().map(|t| t.reshape([-1])).collect();
+                out.push((format!("{prefix}{key}"), Tensor::cat(&parts, 0).to_device(tch::Device::Cpu)));
             }
         }
         out
@@ -198,11 +185,35 @@ impl MaskedOptimizer {
                 }),
             }
         };
-        let (buf1, buf2) = (load("buf1")?, load("buf2")?);
+        let split = |flat: Option<Tensor>| {
+            flat.map(|flat| {
+                let mut offset = 0;
+                self.params
+                    .iter()
+                    .map(|p| {
+                        let n = p.numel() as i64;
+                        let part = flat.narrow(0, offset, n).view_as(p).copy();
+                        offset += n;
+                        part
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (buf1, buf2) = (split(load("buf1")?), split(load("buf2")?));
         self.steps = step.int64_value(&[]);
         self.buf1 = buf1;
         self.buf2 = buf2;
         Ok(())
+    }
+}
+
+/// The gradient of `p`, zeros where `backward` left it undefined.
+fn grad_of(p: &Tensor) -> Tensor {
+    let g = p.grad();
+    if g.defined() {
+        g
+    } else {
+        p.zeros_like()
     }
 }
 
@@ -236,14 +247,20 @@ mod tests {
     use tch::nn::OptimizerConfig;
     use tch::Device;
 
+    /// Deterministic values without the global RNG (tests run in parallel threads).
+    fn values(shape: &[i64], seed: f64) -> Tensor {
+        let n: i64 = shape.iter().product();
+        ((Tensor::arange(n, (Kind::Float, Device::Cpu)) * 0.73 + seed).sin() * 1.5).view(shape)
+    }
+
     fn setup(seed: i64) -> (tch::nn::VarStore, Tensor, Tensor) {
-        tch::manual_seed(seed);
+        let seed = seed as f64;
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let root = vs.root();
-        let _ = root.var("a", &[5, 4], tch::nn::Init::Randn { mean: 0.0, stdev: 1.0 });
-        let _ = root.var("b", &[5], tch::nn::Init::Randn { mean: 0.0, stdev: 1.0 });
-        let x = Tensor::randn([8, 4], (Kind::Float, Device::Cpu));
-        let t = Tensor::randn([8, 5], (Kind::Float, Device::Cpu));
+        let _ = root.var_copy("a", &values(&[5, 4], seed));
+        let _ = root.var_copy("b", &values(&[5], seed + 0.5));
+        let x = values(&[8, 4], 10.0);
+        let t = values(&[8, 5], 20.0);
         (vs, x, t)
     }
 
