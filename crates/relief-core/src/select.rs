@@ -46,73 +46,181 @@ fn keep_tensor(scores: &Tensor, target: &Tensor, semantics: Semantics) -> Tensor
     }
 }
 
-/// Rows below this many entries in total are not worth splitting across threads.
-const PARALLEL_MIN_ENTRIES: usize = 1 << 16;
-
-/// The keep-mask computed on the host for CPU `f32` scores, rows split across libtorch's
-/// intra-op thread count.
+/// The keep-mask computed on the host for CPU `f32` scores.
+///
+/// Single-threaded on purpose: libtorch's OpenMP workers keep spinning for a while after each
+/// parallel region, and host threads competing with them were slower than one.
 fn keep_host(scores: &Tensor, target: &Tensor, semantics: Semantics) -> Tensor {
     let (rows, len) = (scores.size()[0] as usize, scores.size()[1] as usize);
     let values = Vec::<f32>::try_from(scores.contiguous().view([-1])).expect("f32 scores");
     let targets = Vec::<f32>::try_from(target.contiguous().view([-1])).expect("f32 targets");
     let mut keep = vec![false; rows * len];
-    let threads = if rows * len >= PARALLEL_MIN_ENTRIES { tch::get_num_threads().max(1) as usize } else { 1 };
-    let per = rows.div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let work = values.chunks(per * len).zip(targets.chunks(per)).zip(keep.chunks_mut(per * len));
-        let mut handles = Vec::new();
-        for ((v, t), k) in work {
-            if threads == 1 {
-                keep_rows(v, t, k, len, semantics);
-            } else {
-                handles.push(scope.spawn(move || keep_rows(v, t, k, len, semantics)));
-            }
+    let mut scratch = Scratch::default();
+    for ((row, &goal), out) in values.chunks_exact(len).zip(&targets).zip(keep.chunks_exact_mut(len)) {
+        let threshold = match radix_threshold(row, goal, semantics, &mut scratch) {
+            Some(t) => t,
+            None => sorted_threshold(row, goal, semantics, &mut scratch.buf),
+        };
+        match semantics {
+            Semantics::Reference => out.iter_mut().zip(row).for_each(|(k, &v)| *k = v > threshold),
+            Semantics::Paper => out.iter_mut().zip(row).for_each(|(k, &v)| *k = v >= threshold && v > 0.0),
         }
-        for h in handles {
-            h.join().expect("selection worker");
-        }
-    });
+    }
     Tensor::from_slice(&keep).view([rows as i64, len as i64])
 }
 
-/// Selection on consecutive rows of length `len`: radix sort of the non-zero entries, running
-/// sum in `f64` rounded to `f32` at each step (libtorch's CPU `cumsum`), pivot, compare.
-fn keep_rows(values: &[f32], targets: &[f32], keep: &mut [bool], len: usize, semantics: Semantics) {
-    let mut buf = Vec::with_capacity(len);
-    for ((row, &goal), out) in values.chunks_exact(len).zip(targets).zip(keep.chunks_exact_mut(len)) {
-        // Zeros (pruned entries) sit at the end of the descending order and add nothing.
-        buf.clear();
-        buf.extend(row.iter().copied().filter(|&v| v != 0.0));
-        radsort::sort(&mut buf);
-        let nonzero = buf.len();
-        // Non-negative entries make the running sums non-decreasing: stop at the crossing.
-        let monotone = buf.first().is_none_or(|&v| v >= 0.0);
-        let mut acc = 0f64;
-        let mut p = 0usize;
-        for &v in buf.iter().rev() {
-            acc += f64::from(v);
-            if (acc as f32) < goal {
-                p += 1;
-            } else if monotone {
+/// Index of the threshold entry in the descending order (zeros included) from `p`.
+fn pivot_index(p: usize, len: usize, semantics: Semantics) -> usize {
+    match semantics {
+        Semantics::Reference => (p + 1).min(len - 1),
+        Semantics::Paper => p.min(len - 1),
+    }
+}
+
+/// The general rule on one row: radix sort of the non-zero entries, running sum in `f64`
+/// rounded to `f32` at each step (libtorch's CPU `cumsum`), pivot.
+fn sorted_threshold(row: &[f32], goal: f32, semantics: Semantics, buf: &mut Vec<f32>) -> f32 {
+    // Zeros (pruned entries) sit at the end of the descending order and add nothing.
+    buf.clear();
+    buf.extend(row.iter().copied().filter(|&v| v != 0.0));
+    radsort::sort(buf);
+    let nonzero = buf.len();
+    // Non-negative entries make the running sums non-decreasing: stop at the crossing.
+    let monotone = buf.first().is_none_or(|&v| v >= 0.0);
+    let mut acc = 0f64;
+    let mut p = 0usize;
+    for &v in buf.iter().rev() {
+        acc += f64::from(v);
+        if (acc as f32) < goal {
+            p += 1;
+        } else if monotone {
+            break;
+        }
+    }
+    // `p` counts only non-zero entries: past them every pivot is a zero, as it would be with
+    // the zeros counted.
+    let pivot = pivot_index(p, row.len(), semantics);
+    if pivot < nonzero {
+        buf[nonzero - 1 - pivot]
+    } else {
+        0.0
+    }
+}
+
+/// Reusable buffers of [`radix_threshold`].
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<u32>,
+    next: Vec<u32>,
+    buf: Vec<f32>,
+}
+
+/// Radix digits of a positive `f32`'s bits, most significant first: (shift, width). The first
+/// is the exponent.
+const DIGITS: [(u32, u32); 4] = [(23, 8), (15, 8), (7, 8), (0, 7)];
+
+/// Below this many candidates the crossing bucket is sorted instead of split further.
+const SORT_BELOW: usize = 48;
+
+/// The same threshold as [`sorted_threshold`] without sorting the row, or `None` when this
+/// shortcut does not apply (a negative, infinite or NaN entry, or too wide a dynamic range).
+///
+/// MSD radix selection on the bit patterns (ordered like the values for positive floats):
+/// per digit, the count and the `f64` sum of each bucket; whole buckets above the crossing add
+/// their sums at once, and only the bucket holding the crossing is refined, down to a few
+/// entries that are sorted and walked one by one. This equals libtorch's sequential `f64`
+/// running sums only when every partial sum up to the crossing is exact in `f64`, which holds
+/// when `e_top - e_low + bits(len) <= 29` for the largest exponent `e_top` and the smallest
+/// exponent `e_low` summed (a partial sum is then an integer multiple of the smallest entry's
+/// ulp below `2^53` of them); otherwise the caller sorts.
+fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut Scratch) -> Option<f32> {
+    let len = row.len();
+    let keys = &mut scratch.keys;
+    keys.clear();
+    // One pass: keys of the non-zero entries, and whether any is negative, infinite or NaN
+    // (bit patterns from +inf up; `-0` is a zero).
+    let mut bad = false;
+    for &v in row {
+        let k = v.to_bits();
+        if k & 0x7fff_ffff != 0 {
+            bad |= k >= 0x7f80_0000;
+            keys.push(k);
+        }
+    }
+    if bad {
+        return None;
+    }
+    let nonzero = keys.len();
+    let len_bits = usize::BITS - len.leading_zeros();
+    let top_exponent = keys.iter().map(|k| k >> 23).max().unwrap_or(0);
+    let exact = |exponent: u32| top_exponent - exponent.max(1) + len_bits <= 29;
+    // Entries ranked above the candidates, and their (exact) sum.
+    let (mut above, mut sum) = (0usize, 0f64);
+    for &(shift, width) in &DIGITS {
+        if keys.len() <= SORT_BELOW {
+            break;
+        }
+        let mask = (1usize << width) - 1;
+        let mut counts = [0u32; 256];
+        let mut sums = [0f64; 256];
+        for &k in keys.iter() {
+            let d = (k >> shift) as usize & mask;
+            counts[d] += 1;
+            sums[d] += f64::from(f32::from_bits(k));
+        }
+        let mut chosen = None;
+        for d in (0..=mask).rev().filter(|&d| counts[d] > 0) {
+            if shift == 23 && !exact(d as u32) {
+                return None;
+            }
+            if ((sum + sums[d]) as f32) < goal {
+                sum += sums[d];
+                above += counts[d] as usize;
+            } else {
+                chosen = Some(d);
                 break;
             }
         }
-        // `p` counts only non-zero entries: past them every pivot is a zero, as it would be
-        // with the zeros counted.
-        let pivot = match semantics {
-            Semantics::Reference => (p + 1).min(len - 1),
-            Semantics::Paper => p.min(len - 1),
+        let Some(d) = chosen else {
+            // Every running sum stays below the goal: p = nonzero.
+            return Some(match pivot_index(nonzero, len, semantics) {
+                pivot if pivot < nonzero => {
+                    // No zeros, pivot clamped to the last entry: the smallest one.
+                    row.iter().copied().fold(f32::INFINITY, f32::min)
+                }
+                _ => 0.0,
+            });
         };
-        let threshold = if pivot < nonzero { buf[nonzero - 1 - pivot] } else { 0.0 };
-        match semantics {
-            Semantics::Reference => {
-                out.iter_mut().zip(row).for_each(|(k, &v)| *k = v > threshold);
-            }
-            Semantics::Paper => {
-                out.iter_mut().zip(row).for_each(|(k, &v)| *k = v >= threshold && v > 0.0);
-            }
+        let next = &mut scratch.next;
+        next.clear();
+        next.extend(keys.iter().copied().filter(|&k| (k >> shift) as usize & mask == d));
+        std::mem::swap(keys, next);
+    }
+    // Walk the few candidates in descending order.
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    if !exact(keys.last().map_or(1, |k| k >> 23)) {
+        return None;
+    }
+    let mut p = above;
+    for &k in keys.iter() {
+        sum += f64::from(f32::from_bits(k));
+        if (sum as f32) < goal {
+            p += 1;
+        } else {
+            break;
         }
     }
+    let pivot = pivot_index(p, len, semantics);
+    if pivot >= nonzero {
+        return Some(0.0);
+    }
+    if let Some(&k) = keys.get(pivot - above) {
+        return Some(f32::from_bits(k));
+    }
+    // The entry right below every candidate: the largest key under the smallest candidate
+    // (buckets split by key prefix, so every other entry is above or below all candidates).
+    let floor = keys.last().copied().unwrap_or(0);
+    row.iter().map(|v| v.to_bits()).filter(|&k| k != 0 && k < floor).max().map(f32::from_bits)
 }
 
 #[cfg(test)]
@@ -180,8 +288,8 @@ mod tests {
             Tensor::from_slice(&[1f32, f32::NAN, 2., 0., f32::INFINITY, 1., 3., 0.]).view([2, 4]),
             Tensor::from_slice(&[-0f32, 2., 0., 1., -0., -0., 0., 0.]).view([2, 4]),
         ];
-        for threads in [1, 2] {
-            tch::set_num_threads(threads);
+        {
+            let threads = 1;
             for scores in &cases {
                 let total = scores.sum_dim_intlist(1, true, Kind::Float);
                 for alpha in [0.0001, 0.5, 0.9, 0.95, 1.0] {
@@ -195,6 +303,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The radix shortcut against the full sort on rows built to reach every branch: deep
+    /// buckets of equal values, crossings at a bucket's last entry, no crossing at all, zeros.
+    #[test]
+    fn radix_shortcut_equals_full_sort() {
+        tch::manual_seed(11);
+        let opts = (Kind::Float, Device::Cpu);
+        let rows: Vec<Tensor> = vec![
+            Tensor::rand([200, 785], opts),
+            Tensor::randn([200, 301], opts).abs() * Tensor::rand([200, 301], opts),
+            (Tensor::rand([200, 500], opts) * 3.0).ceil(),
+            (Tensor::rand([200, 300], opts) * 40.0).floor() / 7.0,
+            Tensor::rand([200, 120], opts) * Tensor::rand([200, 120], opts).gt(0.5),
+            Tensor::ones([3, 100], opts),
+            Tensor::randn([50, 64], opts).exp(),
+        ];
+        let (mut shortcut, mut total) = (0, 0);
+        let mut scratch = Scratch::default();
+        for t in &rows {
+            let len = t.size()[1] as usize;
+            let values = Vec::<f32>::try_from(t.contiguous().view([-1])).unwrap();
+            let sums = Vec::<f32>::try_from(t.sum_dim_intlist(1, false, Kind::Float)).unwrap();
+            for (row, &sum) in values.chunks_exact(len).zip(&sums) {
+                for alpha in [0.3f32, 0.9, 0.95, 0.999, 1.0] {
+                    let goal = sum * alpha;
+                    for s in [Semantics::Reference, Semantics::Paper] {
+                        let full = sorted_threshold(row, goal, s, &mut Vec::new());
+                        total += 1;
+                        if let Some(fast) = radix_threshold(row, goal, s, &mut scratch) {
+                            shortcut += 1;
+                            assert_eq!(fast.to_bits(), full.to_bits(), "{s} alpha {alpha}: {row:?}");
+                        }
+                    }
+                }
+            }
+        }
+        // The shortcut must carry nearly all rows, or the speed-up is gone.
+        assert!(shortcut * 100 >= total * 95, "shortcut taken on {shortcut} of {total} rows");
     }
 
     #[test]
