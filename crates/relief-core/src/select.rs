@@ -153,7 +153,7 @@ fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut S
     let nonzero = keys.len();
     let len_bits = usize::BITS - len.leading_zeros();
     let top_exponent = keys.iter().map(|k| k >> 23).max().unwrap_or(0);
-    let exact = |exponent: u32| top_exponent - exponent.max(1) + len_bits <= 29;
+    let exact = |exponent: u32| top_exponent.saturating_sub(exponent.max(1)) + len_bits <= 29;
     // Entries ranked above the candidates, and their (exact) sum.
     let (mut above, mut sum) = (0usize, 0f64);
     for &(shift, width) in &DIGITS {
@@ -319,6 +319,9 @@ mod tests {
             Tensor::rand([200, 120], opts) * Tensor::rand([200, 120], opts).gt(0.5),
             Tensor::ones([3, 100], opts),
             Tensor::randn([50, 64], opts).exp(),
+            // all-zero rows, and subnormal entries (exponent field 0)
+            Tensor::zeros([2, 60], opts),
+            Tensor::rand([4, 90], opts) * 1e-39,
         ];
         let (mut shortcut, mut total) = (0, 0);
         let mut scratch = Scratch::default();
