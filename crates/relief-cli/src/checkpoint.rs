@@ -9,14 +9,13 @@
 //! architecture from the metadata and rejects a mismatch with the list of missing, extra and
 //! mis-shaped tensors.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use relief_core::MaskSet;
 use relief_models::{Arch, Model};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use tch::{Device, Kind, Tensor};
 
 /// Format tag stored under `format` in every checkpoint written by relief.
@@ -38,45 +37,17 @@ pub struct Checkpoint {
     pub meta: BTreeMap<String, String>,
 }
 
-fn dtype(kind: Kind) -> Result<Dtype> {
-    relief_core::tensor_io::dtype_of(kind)
-        .ok_or_else(|| anyhow!("tensor kind {kind:?} cannot be stored in safetensors"))
-}
-
 fn kind(dtype: Dtype) -> Result<Kind> {
     relief_core::tensor_io::kind_of(dtype)
         .ok_or_else(|| anyhow!("safetensors dtype {dtype:?} is not supported"))
 }
 
-/// A temporary sibling of `path`, unique to this process.
-pub fn temp_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
-}
+pub use relief_core::tensor_io::temp_sibling;
 
-/// Writes `bytes` to `path` atomically: temporary sibling, `fsync`, rename, `fsync` of the
-/// directory (best effort).
+/// Writes `bytes` to `path` atomically ([`relief_core::tensor_io::write_atomic`]: temporary
+/// sibling, `fsync`, rename, `fsync` of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow!("{}: cannot write: {e}", path.display()));
-    }
-    Ok(())
+    Ok(relief_core::tensor_io::write_atomic(path, bytes)?)
 }
 
 impl Checkpoint {
@@ -134,24 +105,7 @@ impl Checkpoint {
 
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut data: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = Vec::with_capacity(self.tensors.len());
-        for (name, t) in &self.tensors {
-            let t = t.to_device(Device::Cpu).contiguous();
-            let numel = t.numel();
-            let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-            if numel > 0 {
-                t.f_copy_data_u8(&mut bytes, numel).with_context(|| format!("copying tensor `{name}`"))?;
-            }
-            let shape = t.size().iter().map(|&d| d as usize).collect();
-            data.push((name.clone(), bytes, dtype(t.kind())?, shape));
-        }
-        let views: Vec<(String, TensorView<'_>)> = data
-            .iter()
-            .map(|(n, b, d, s)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
-            .collect::<Result<_, safetensors::SafeTensorError>>()
-            .map_err(|e| anyhow!("{e:?}"))?;
-        let meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
-        safetensors::serialize(views, &Some(meta)).map_err(|e| anyhow!("serialising checkpoint: {e:?}"))
+        Ok(relief_core::tensor_io::safetensors_bytes(&self.tensors, &self.meta)?)
     }
 
     /// Writes the checkpoint atomically (see module docs).

@@ -72,7 +72,7 @@
 //! `format = "relief-compact"`, `version = "1"`, `graph` (the [`PruneGraph`] as JSON), `arch` and
 //! `num_classes`; [`load_compact`] reads it back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -84,7 +84,7 @@ use crate::exec::BN_EPS;
 use crate::graph::{Activation, LayerOp, Node, PruneGraph, Shortcut};
 use crate::masks::MaskSet;
 use crate::params::TensorMap;
-use crate::tensor_io::{dtype_of, kind_of};
+use crate::tensor_io::kind_of;
 
 /// Value of `format` in a compacted model's safetensors metadata.
 pub const FORMAT: &str = "relief-compact";
@@ -742,41 +742,6 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> CoreError {
     CoreError::Io { path: path.display().to_string(), message: e.to_string() }
 }
 
-/// Writes `tensors` with string `metadata` to a safetensors file atomically (a temporary
-/// sibling, then a rename).
-pub fn write_safetensors_with_metadata(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: &BTreeMap<String, String>,
-) -> Result<(), CoreError> {
-    let mut bufs: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.detach().to_device(Device::Cpu).contiguous();
-        let dtype = dtype_of(t.kind())
-            .ok_or_else(|| CoreError::Invalid(format!("tensor `{name}`: unsupported kind {:?}", t.kind())))?;
-        let numel = t.numel();
-        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.copy_data_u8(&mut bytes, numel);
-        bufs.push((name.clone(), dtype, t.size().iter().map(|&d| d as usize).collect(), bytes));
-    }
-    let mut views = Vec::with_capacity(bufs.len());
-    for (name, dtype, shape, bytes) in &bufs {
-        let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-            .map_err(|e| CoreError::Invalid(format!("tensor `{name}`: {e:?}")))?;
-        views.push((name.clone(), view));
-    }
-    let info: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    safetensors::tensor::serialize_to_file(views, &Some(info), &tmp)
-        .map_err(|e| io_err(&tmp, format!("{e:?}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })
-}
-
 /// The string metadata of a safetensors file (empty when it has none), read from the header
 /// only.
 pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>, CoreError> {
@@ -825,7 +790,7 @@ pub fn save_compact_with(
     meta.insert("arch".to_string(), graph.arch.clone());
     meta.insert("num_classes".to_string(), graph.num_classes.to_string());
     let list: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
-    write_safetensors_with_metadata(path, &list, &meta)
+    crate::tensor_io::write_safetensors(path, &list, &meta)
 }
 
 /// Reads a compacted model written by [`save_compact`]: its graph and CPU tensors, checked
