@@ -14,7 +14,7 @@ use crate::graph::{Activation, Convention, LayerOp, PruneGraph, Role, Shortcut};
 use crate::masks::MaskSet;
 use crate::params::{Bound, TensorMap};
 use crate::score::{conv_importance, linear_importance, PositionNorm};
-use crate::select::select_by_cumulative_share;
+use crate::select::keep_masks;
 use crate::semantics::Semantics;
 use crate::stats::StatsCollector;
 
@@ -139,27 +139,24 @@ impl Call<'_> {
                 (conv_importance(&layer.op, &t.weight, t.bias.as_ref(), &mean_in, norm), self.cfg.alpha_conv)
             }
         };
-        let mut keep = select_by_cumulative_share(&imp, alpha, self.cfg.semantics);
         let outputs = layer.op.outputs();
         let dead = if self.dead_rule_applies(l) {
             let out = st.output.as_ref().expect("output statistics collected");
             let dead = out.eq(0.0);
-            keep = keep.logical_and(&dead.logical_not().view([-1, 1]));
             self.counts.push((0, l, dead.sum(Kind::Int64)));
             Some(dead)
         } else {
             None
         };
         let inputs = layer.op.inputs();
-        let keep_w = keep.narrow(1, 0, inputs).to_kind(Kind::Float);
+        let (keep_w, keep_b) = keep_masks(&imp, alpha, self.cfg.semantics, inputs, dead.as_ref());
         let keep_w = if layer.op.is_conv() { keep_w.view([outputs, inputs, 1, 1]) } else { keep_w };
         let wname = layer.weight_name();
         let old = masks.get(&wname).expect("weight mask");
         let cumulative = layer.op.is_conv() || !self.reference();
         let new = if cumulative { old * &keep_w } else { keep_w.expand_as(old).contiguous() };
         masks.set(&wname, new);
-        if let Some(bname) = layer.bias_name() {
-            let keep_b = keep.select(1, inputs).to_kind(Kind::Float);
+        if let (Some(bname), Some(keep_b)) = (layer.bias_name(), keep_b) {
             let new = if self.reference() { keep_b } else { masks.get(&bname).expect("bias mask") * keep_b };
             masks.set(&bname, new);
         }

@@ -10,9 +10,13 @@
 //!
 //! The running sums are those of libtorch's CPU `cumsum` (accumulated in `f64`, each rounded
 //! to `f32`), the total is libtorch's row `sum`, so the selection matches the authors' code bit
-//! for bit. On the CPU the rows are sorted by a radix sort on the host (libtorch's comparison
-//! sort with index tracking dominated a LeNet-300-100 pruning call); on other devices the same
-//! rule runs as tensor ops (sort, cumsum, gather).
+//! for bit. On the CPU each row's threshold is found on the host by an exact radix selection
+//! (libtorch's comparison sort with index tracking dominated a LeNet-300-100 pruning call); on
+//! other devices the same rule runs as tensor ops (sort, cumsum, gather).
+//!
+//! [`keep_masks`] gives the same decisions as the `f32` weight and bias masks a
+//! [`crate::MaskSet`] stores (`rows x inputs` and `rows`), with whole rows forced out (dead
+//! units), so the engine needs no boolean passes over large layers.
 
 use tch::{Device, Kind, Tensor};
 
@@ -21,13 +25,79 @@ use crate::semantics::Semantics;
 /// Keeps, per row, the smallest set of entries whose importances reach `alpha` of the row total
 /// (exact tie and edge rules per [`Semantics`], see the module docs).
 pub fn select_by_cumulative_share(scores: &Tensor, alpha: f64, semantics: Semantics) -> Tensor {
-    let total = scores.sum_dim_intlist(1, true, Kind::Float);
-    // alpha is rounded to f32 first, then multiplied as a tensor op, as the reference does.
-    let target = total * Tensor::from(alpha as f32).to_device(scores.device());
-    if scores.device() == Device::Cpu && scores.kind() == Kind::Float {
-        keep_host(scores, &target, semantics)
+    let target = target_of(scores, alpha);
+    if on_host(scores) {
+        let (values, thresholds) = host_thresholds(scores, &target, semantics);
+        let len = scores.size()[1] as usize;
+        let mut keep = vec![false; values.len()];
+        for ((row, &t), out) in values.chunks_exact(len).zip(&thresholds).zip(keep.chunks_exact_mut(len)) {
+            keep_row(row, t, semantics, out, |k| k);
+        }
+        Tensor::from_slice(&keep).view(scores.size().as_slice())
     } else {
         keep_tensor(scores, &target, semantics)
+    }
+}
+
+/// The decisions of [`select_by_cumulative_share`] as `f32` masks (1 = keep): the first
+/// `inputs` columns as `rows x inputs` weight keep-mask and, when `scores` has one more column
+/// (the bias), that column as a `rows` bias keep-mask; rows where `drop_rows` (`rows`,
+/// boolean) is true are all zero.
+pub fn keep_masks(
+    scores: &Tensor,
+    alpha: f64,
+    semantics: Semantics,
+    inputs: i64,
+    drop_rows: Option<&Tensor>,
+) -> (Tensor, Option<Tensor>) {
+    let (rows, len) = (scores.size()[0], scores.size()[1]);
+    let has_bias = len > inputs;
+    if !on_host(scores) {
+        let mut keep = select_by_cumulative_share(scores, alpha, semantics);
+        if let Some(d) = drop_rows {
+            keep = keep.logical_and(&d.logical_not().view([-1, 1]));
+        }
+        let w = keep.narrow(1, 0, inputs).to_kind(Kind::Float);
+        return (w, has_bias.then(|| keep.select(1, inputs).to_kind(Kind::Float)));
+    }
+    let target = target_of(scores, alpha);
+    let (values, thresholds) = host_thresholds(scores, &target, semantics);
+    let drop = drop_rows
+        .map(|d| Vec::<bool>::try_from(d.to_kind(Kind::Bool).contiguous().view([-1])).expect("boolean rows"));
+    let (len, inputs_u) = (len as usize, inputs as usize);
+    let mut w = vec![0f32; rows as usize * inputs_u];
+    let mut b = vec![0f32; if has_bias { rows as usize } else { 0 }];
+    for (r, (row, &t)) in values.chunks_exact(len).zip(&thresholds).enumerate() {
+        if drop.as_ref().is_some_and(|d| d[r]) {
+            continue;
+        }
+        keep_row(&row[..inputs_u], t, semantics, &mut w[r * inputs_u..(r + 1) * inputs_u], f32::from);
+        if has_bias {
+            let mut k = [0f32];
+            keep_row(&row[inputs_u..inputs_u + 1], t, semantics, &mut k, f32::from);
+            b[r] = k[0];
+        }
+    }
+    let w = Tensor::from_slice(&w).view([rows, inputs]);
+    (w, has_bias.then(|| Tensor::from_slice(&b)))
+}
+
+/// `alpha` of each row's total (`rows x 1`); alpha is rounded to f32 first, then multiplied as
+/// a tensor op, as the reference does.
+fn target_of(scores: &Tensor, alpha: f64) -> Tensor {
+    let total = scores.sum_dim_intlist(1, true, Kind::Float);
+    total * Tensor::from(alpha as f32).to_device(scores.device())
+}
+
+fn on_host(scores: &Tensor) -> bool {
+    scores.device() == Device::Cpu && scores.kind() == Kind::Float
+}
+
+/// Writes the keep decision of every entry of `row` against `threshold` into `out`.
+fn keep_row<T>(row: &[f32], threshold: f32, semantics: Semantics, out: &mut [T], from: impl Fn(bool) -> T) {
+    match semantics {
+        Semantics::Reference => out.iter_mut().zip(row).for_each(|(k, &v)| *k = from(v > threshold)),
+        Semantics::Paper => out.iter_mut().zip(row).for_each(|(k, &v)| *k = from(v >= threshold && v > 0.0)),
     }
 }
 
@@ -46,27 +116,24 @@ fn keep_tensor(scores: &Tensor, target: &Tensor, semantics: Semantics) -> Tensor
     }
 }
 
-/// The keep-mask computed on the host for CPU `f32` scores.
+/// Every row's values and threshold, computed on the host for CPU `f32` scores.
 ///
 /// Single-threaded on purpose: libtorch's OpenMP workers keep spinning for a while after each
 /// parallel region, and host threads competing with them were slower than one.
-fn keep_host(scores: &Tensor, target: &Tensor, semantics: Semantics) -> Tensor {
-    let (rows, len) = (scores.size()[0] as usize, scores.size()[1] as usize);
+fn host_thresholds(scores: &Tensor, target: &Tensor, semantics: Semantics) -> (Vec<f32>, Vec<f32>) {
+    let len = scores.size()[1] as usize;
     let values = Vec::<f32>::try_from(scores.contiguous().view([-1])).expect("f32 scores");
     let targets = Vec::<f32>::try_from(target.contiguous().view([-1])).expect("f32 targets");
-    let mut keep = vec![false; rows * len];
     let mut scratch = Scratch::default();
-    for ((row, &goal), out) in values.chunks_exact(len).zip(&targets).zip(keep.chunks_exact_mut(len)) {
-        let threshold = match radix_threshold(row, goal, semantics, &mut scratch) {
+    let thresholds = values
+        .chunks_exact(len)
+        .zip(&targets)
+        .map(|(row, &goal)| match radix_threshold(row, goal, semantics, &mut scratch) {
             Some(t) => t,
             None => sorted_threshold(row, goal, semantics, &mut scratch.buf),
-        };
-        match semantics {
-            Semantics::Reference => out.iter_mut().zip(row).for_each(|(k, &v)| *k = v > threshold),
-            Semantics::Paper => out.iter_mut().zip(row).for_each(|(k, &v)| *k = v >= threshold && v > 0.0),
-        }
-    }
-    Tensor::from_slice(&keep).view([rows as i64, len as i64])
+        })
+        .collect();
+    (values, thresholds)
 }
 
 /// Index of the threshold entry in the descending order (zeros included) from `p`.
@@ -295,7 +362,7 @@ mod tests {
                 for alpha in [0.0001, 0.5, 0.9, 0.95, 1.0] {
                     let target = &total * Tensor::from(alpha as f32);
                     for s in [Semantics::Reference, Semantics::Paper] {
-                        let host = keep_host(scores, &target, s);
+                        let host = select_by_cumulative_share(scores, alpha, s);
                         let tensor = keep_tensor(scores, &target, s);
                         let differ = host.logical_xor(&tensor).sum(Kind::Int64).int64_value(&[]);
                         assert_eq!(differ, 0, "{s} alpha {alpha} threads {threads}: {scores:?}");
@@ -345,6 +412,30 @@ mod tests {
         }
         // The shortcut must carry nearly all rows, or the speed-up is gone.
         assert!(shortcut * 100 >= total * 95, "shortcut taken on {shortcut} of {total} rows");
+    }
+
+    /// `keep_masks` (host, `f32`) equals the boolean selection converted the slow way.
+    #[test]
+    fn keep_masks_equal_the_boolean_selection() {
+        tch::manual_seed(5);
+        let opts = (Kind::Float, Device::Cpu);
+        let scores = Tensor::rand([40, 51], opts) * Tensor::rand([40, 51], opts).gt(0.2);
+        let drop = Tensor::rand([40], opts).gt(0.7);
+        for s in [Semantics::Reference, Semantics::Paper] {
+            for (inputs, d) in [(50, Some(&drop)), (50, None), (51, Some(&drop))] {
+                let keep = select_by_cumulative_share(&scores, 0.9, s);
+                let keep = match d {
+                    Some(d) => keep.logical_and(&d.logical_not().view([-1, 1])),
+                    None => keep,
+                };
+                let (w, b) = keep_masks(&scores, 0.9, s, inputs, d);
+                assert!(w.equal(&keep.narrow(1, 0, inputs).to_kind(Kind::Float)), "{s} weights");
+                match b {
+                    Some(b) => assert!(b.equal(&keep.select(1, 50).to_kind(Kind::Float)), "{s} bias"),
+                    None => assert_eq!(inputs, 51),
+                }
+            }
+        }
     }
 
     #[test]
