@@ -174,6 +174,22 @@ fn sorted_threshold(row: &[f32], goal: f32, semantics: Semantics, buf: &mut Vec<
     }
 }
 
+/// The significand of a positive finite `f32`'s bits as an integer (implicit bit included for
+/// normal numbers): the value is `mantissa(k) * ulp(exponent)`.
+fn mantissa(k: u32) -> u32 {
+    let m = k & 0x7f_ffff;
+    if k >> 23 == 0 {
+        m
+    } else {
+        m | 0x80_0000
+    }
+}
+
+/// `2^(max(e, 1) - 150)`: the unit of [`mantissa`] for biased exponent `e`.
+fn ulp(e: u32) -> f64 {
+    f64::powi(2.0, e.max(1) as i32 - 150)
+}
+
 /// Reusable buffers of [`radix_threshold`].
 #[derive(Default)]
 struct Scratch {
@@ -204,14 +220,20 @@ fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut S
     let len = row.len();
     let keys = &mut scratch.keys;
     keys.clear();
-    // One pass: keys of the non-zero entries, and whether any is negative, infinite or NaN
-    // (bit patterns from +inf up; `-0` is a zero).
+    // One pass: keys of the non-zero entries, whether any is negative, infinite or NaN (bit
+    // patterns from +inf up; `-0` is a zero), and the first digit's (the exponent's) buckets.
+    // Sums are integer multiples of the bucket's ulp, exact in u64.
     let mut bad = false;
+    let mut counts = [0u32; 256];
+    let mut sums = [0u64; 256];
     for &v in row {
         let k = v.to_bits();
         if k & 0x7fff_ffff != 0 {
             bad |= k >= 0x7f80_0000;
             keys.push(k);
+            let e = (k >> 23) as usize & 0xff;
+            counts[e] += 1;
+            sums[e] += u64::from(mantissa(k));
         }
     }
     if bad {
@@ -219,29 +241,34 @@ fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut S
     }
     let nonzero = keys.len();
     let len_bits = usize::BITS - len.leading_zeros();
-    let top_exponent = keys.iter().map(|k| k >> 23).max().unwrap_or(0);
+    let top_exponent = (0..256).rev().find(|&e| counts[e] > 0).unwrap_or(0) as u32;
     let exact = |exponent: u32| top_exponent.saturating_sub(exponent.max(1)) + len_bits <= 29;
     // Entries ranked above the candidates, and their (exact) sum.
     let (mut above, mut sum) = (0usize, 0f64);
-    for &(shift, width) in &DIGITS {
+    let mut exponent = 0u32; // of every candidate once the first digit is chosen
+    for (level, &(shift, width)) in DIGITS.iter().enumerate() {
         if keys.len() <= SORT_BELOW {
             break;
         }
         let mask = (1usize << width) - 1;
-        let mut counts = [0u32; 256];
-        let mut sums = [0f64; 256];
-        for &k in keys.iter() {
-            let d = (k >> shift) as usize & mask;
-            counts[d] += 1;
-            sums[d] += f64::from(f32::from_bits(k));
+        if level > 0 {
+            counts = [0u32; 256];
+            sums = [0u64; 256];
+            for &k in keys.iter() {
+                let d = (k >> shift) as usize & mask;
+                counts[d] += 1;
+                sums[d] += u64::from(mantissa(k));
+            }
         }
         let mut chosen = None;
         for d in (0..=mask).rev().filter(|&d| counts[d] > 0) {
-            if shift == 23 && !exact(d as u32) {
+            let e = if level == 0 { d as u32 } else { exponent };
+            if level == 0 && !exact(e) {
                 return None;
             }
-            if ((sum + sums[d]) as f32) < goal {
-                sum += sums[d];
+            let bucket = sums[d] as f64 * ulp(e);
+            if ((sum + bucket) as f32) < goal {
+                sum += bucket;
                 above += counts[d] as usize;
             } else {
                 chosen = Some(d);
@@ -258,6 +285,9 @@ fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut S
                 _ => 0.0,
             });
         };
+        if level == 0 {
+            exponent = d as u32;
+        }
         let next = &mut scratch.next;
         next.clear();
         next.extend(keys.iter().copied().filter(|&k| (k >> shift) as usize & mask == d));
