@@ -48,7 +48,26 @@ pub trait Probe {
     fn block(&mut self, block: usize, branch: Tensor, residual: &Tensor);
 }
 
-fn linear_or_conv(op: &LayerOp, t: &LayerTensors, x: &Tensor) -> Tensor {
+/// Computes the linear map of a prunable layer (`x W^T + b` or the convolution, before
+/// BatchNorm). The executor uses [`DenseKernels`]; sparse inference (`crate::sparse`)
+/// substitutes CSR products for some layers and reuses everything else.
+pub trait LayerKernels {
+    /// `op(x)` for prunable layer `layer`, whose bound tensors are `t`.
+    fn linear_map(&self, layer: usize, op: &LayerOp, t: &LayerTensors, x: &Tensor) -> Tensor;
+}
+
+/// libtorch's dense `linear` and `conv2d`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenseKernels;
+
+impl LayerKernels for DenseKernels {
+    fn linear_map(&self, _: usize, op: &LayerOp, t: &LayerTensors, x: &Tensor) -> Tensor {
+        linear_or_conv(op, t, x)
+    }
+}
+
+/// The dense linear map of `op` with weight and bias from `t`.
+pub fn linear_or_conv(op: &LayerOp, t: &LayerTensors, x: &Tensor) -> Tensor {
     match *op {
         LayerOp::Linear { .. } => x.linear(&t.weight, t.bias.as_ref()),
         LayerOp::Conv2d { stride, padding, .. } => {
@@ -99,6 +118,7 @@ struct Exec<'a> {
     params: &'a Bound,
     masks: Option<&'a MaskSet>,
     opts: ForwardOptions,
+    kernels: &'a dyn LayerKernels,
 }
 
 impl Exec<'_> {
@@ -108,7 +128,7 @@ impl Exec<'_> {
             p.layer_input(i, x);
         }
         let t = &self.params.layers[i];
-        batch_norm(t, linear_or_conv(&self.graph.layers[i].op, t, x), self.opts.train)
+        batch_norm(t, self.kernels.linear_map(i, &self.graph.layers[i].op, t, x), self.opts.train)
     }
 
     fn layer(&self, i: usize, x: &Tensor, probe: &mut Option<&mut dyn Probe>) -> Tensor {
@@ -167,9 +187,22 @@ pub fn forward(
     masks: Option<&MaskSet>,
     x: &Tensor,
     opts: ForwardOptions,
-    mut probe: Option<&mut dyn Probe>,
+    probe: Option<&mut dyn Probe>,
 ) -> Tensor {
-    let ex = Exec { graph, params, masks, opts };
+    forward_with(graph, params, masks, x, opts, probe, &DenseKernels)
+}
+
+/// [`forward`] with the layers' linear maps computed by `kernels`.
+pub fn forward_with(
+    graph: &PruneGraph,
+    params: &Bound,
+    masks: Option<&MaskSet>,
+    x: &Tensor,
+    opts: ForwardOptions,
+    mut probe: Option<&mut dyn Probe>,
+    kernels: &dyn LayerKernels,
+) -> Tensor {
+    let ex = Exec { graph, params, masks, opts, kernels };
     let mut h = x.shallow_clone();
     for node in &graph.nodes {
         h = match node {

@@ -19,8 +19,8 @@
 //! default policy keeps convolutions dense.
 //!
 //! Everything else (BatchNorm with running statistics, ReLU, pooling, residual sums and
-//! gathers) follows `exec::forward` in eval mode; outputs equal the dense model's up to float
-//! summation order. Shortcut masks are not applied: build a [`SparseModel`] from a compacted
+//! gathers) is the executor's own eval-mode forward (`exec::forward_with`, this model supplying
+//! the layers' linear maps); outputs equal the dense model's up to float summation order. Shortcut masks are not applied: build a [`SparseModel`] from a compacted
 //! model (which has none left) or from a model without residual blocks.
 
 use std::time::Instant;
@@ -28,9 +28,9 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::CoreError;
-use crate::exec::{gather_channels, BN_EPS};
-use crate::graph::{Activation, LayerOp, Node, PruneGraph, Shortcut};
-use crate::params::{Bound, TensorMap};
+use crate::exec::{forward_with, linear_or_conv, ForwardOptions, LayerKernels};
+use crate::graph::{LayerOp, PruneGraph};
+use crate::params::{Bound, LayerTensors, TensorMap};
 
 /// Linear layers at or below this weight density become CSR under [`SparsePolicy::default`]
 /// (measured crossover on a 2-core CPU, batch 1-256; see `docs/performance.md`).
@@ -74,18 +74,19 @@ enum Op {
 #[derive(Debug)]
 struct SparseLayer {
     op: Op,
-    bias: Option<Tensor>,
     /// Bias as a column `(out, 1)` for the transposed CSR product.
     bias_col: Option<Tensor>,
-    /// gamma, beta, running mean, running var.
-    bn: Option<[Tensor; 4]>,
     density: f64,
 }
 
-/// A model ready for eval-mode inference with some layers as CSR matrices.
+/// A model ready for eval-mode inference with some layers as CSR matrices: the executor
+/// (`exec::forward_with`) runs it, with this model as its [`LayerKernels`].
 #[derive(Debug)]
 pub struct SparseModel {
     graph: PruneGraph,
+    /// Biases and BatchNorm for the executor; a CSR layer's weight slot holds its CSR matrix
+    /// (the dense copy is not kept).
+    bound: Bound,
     layers: Vec<SparseLayer>,
 }
 
@@ -142,12 +143,22 @@ fn median_secs(mut f: impl FnMut(), reps: usize) -> f64 {
     t[t.len() / 2]
 }
 
+impl LayerKernels for SparseModel {
+    fn linear_map(&self, layer: usize, op: &LayerOp, t: &LayerTensors, x: &Tensor) -> Tensor {
+        match &self.layers[layer].op {
+            Op::Dense(_) => linear_or_conv(op, t, x),
+            sparse => run_op(sparse, op, t.bias.as_ref(), self.layers[layer].bias_col.as_ref(), x),
+        }
+    }
+}
+
 impl SparseModel {
     /// Builds the model from `graph` and its tensors (masks already applied, e.g. a compacted
     /// model); `policy` picks the CSR layers.
     pub fn new(graph: &PruneGraph, tensors: &TensorMap, policy: &SparsePolicy) -> Result<Self, CoreError> {
         let bound = Bound::new(graph, tensors)?;
         let mut layers = Vec::with_capacity(graph.layers.len());
+        let mut kept = Vec::with_capacity(graph.layers.len());
         tch::no_grad(|| -> Result<(), CoreError> {
             for (layer, t) in graph.layers.iter().zip(bound.layers) {
                 let w = t.weight.detach();
@@ -184,14 +195,21 @@ impl SparseModel {
                     (true, false) => Op::CsrLinear(csr(&w2d)),
                     (true, true) => Op::CsrConv(csr(&w2d)),
                 };
-                let bn = t.bn.map(|bn| {
-                    [bn.weight.detach(), bn.bias.detach(), bn.running_mean.detach(), bn.running_var.detach()]
+                let weight = match &op {
+                    Op::Dense(w) | Op::CsrLinear(w) | Op::CsrConv(w) => w.shallow_clone(),
+                };
+                let bn = t.bn.map(|mut bn| {
+                    for x in [&mut bn.weight, &mut bn.bias, &mut bn.running_mean, &mut bn.running_var] {
+                        *x = x.detach();
+                    }
+                    bn
                 });
-                layers.push(SparseLayer { op, bias, bias_col, bn, density });
+                kept.push(LayerTensors { weight, bias, bn });
+                layers.push(SparseLayer { op, bias_col, density });
             }
             Ok(())
         })?;
-        Ok(Self { graph: graph.clone(), layers })
+        Ok(Self { graph: graph.clone(), bound: Bound { layers: kept }, layers })
     }
 
     /// Which layers run as CSR, with their densities.
@@ -213,60 +231,9 @@ impl SparseModel {
         &self.graph
     }
 
-    fn pre_activation(&self, i: usize, x: &Tensor) -> Tensor {
-        let s = &self.layers[i];
-        let z = run_op(&s.op, &self.graph.layers[i].op, s.bias.as_ref(), s.bias_col.as_ref(), x);
-        match &s.bn {
-            Some([g, b, m, v]) => {
-                Tensor::batch_norm(&z, Some(g), Some(b), Some(m), Some(v), false, 0.0, BN_EPS, false)
-            }
-            None => z,
-        }
-    }
-
-    fn layer(&self, i: usize, x: &Tensor) -> Tensor {
-        let z = self.pre_activation(i, x);
-        match self.graph.layers[i].activation {
-            Activation::Relu => z.relu(),
-            Activation::Identity => z,
-        }
-    }
-
     /// Logits `N x classes` for `x` (`N x input_shape`), eval mode, no grad.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            let mut h = x.shallow_clone();
-            for node in &self.graph.nodes {
-                h = match node {
-                    Node::Layer(i) => self.layer(*i, &h),
-                    Node::MaxPool2d { kernel, stride } => {
-                        h.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false)
-                    }
-                    Node::GlobalAvgPool => {
-                        let (hh, ww) = (h.size()[2], h.size()[3]);
-                        h.avg_pool2d([hh, ww], [hh, ww], [0, 0], false, true, None).flatten(1, -1)
-                    }
-                    Node::Flatten => h.flatten(1, -1),
-                    Node::Dropout { .. } => h,
-                    Node::Block(b) => {
-                        let block = &self.graph.blocks[*b];
-                        let mid = self.layer(block.conv1, &h);
-                        let branch = self.pre_activation(block.conv2, &mid);
-                        let residual = match block.shortcut {
-                            Shortcut::Identity => h.shallow_clone(),
-                            Shortcut::PadA { pad } => h
-                                .slice(2, 0, None, 2)
-                                .slice(3, 0, None, 2)
-                                .constant_pad_nd([0, 0, 0, 0, pad, pad]),
-                            Shortcut::Conv { layer } => self.pre_activation(layer, &h),
-                            Shortcut::Gather { stride, ref index } => gather_channels(&h, stride, index),
-                        };
-                        (branch + residual).relu()
-                    }
-                };
-            }
-            h
-        })
+        tch::no_grad(|| forward_with(&self.graph, &self.bound, None, x, ForwardOptions::EVAL, None, self))
     }
 
     /// Device of the weights.
