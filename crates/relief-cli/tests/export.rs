@@ -23,6 +23,23 @@ fn pruned(arch: &str) -> (Model, MaskSet) {
     (model, masks)
 }
 
+/// Writes `model` and `masks` as a relief checkpoint `ck.safetensors` in `dir`, with metadata.
+fn write_checkpoint(
+    dir: &std::path::Path,
+    model: &Model,
+    masks: &MaskSet,
+    meta: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let path = dir.join("ck.safetensors");
+    let mut ck = Checkpoint::new();
+    ck.put_model(model, masks);
+    for (k, v) in meta {
+        ck.set(k, v);
+    }
+    ck.write(&path).unwrap();
+    path
+}
+
 fn export(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_relief")).arg("export").args(args).output().unwrap();
     assert!(out.status.success(), "relief export failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -50,10 +67,7 @@ fn assert_same_logits(model: &Model, masks: &MaskSet, file: &std::path::Path) {
 fn exports_a_relief_checkpoint() {
     let (model, masks) = pruned("resnet20");
     let dir = tempfile::tempdir().unwrap();
-    let ck_path = dir.path().join("ck.safetensors");
-    let mut ck = Checkpoint::new();
-    ck.put_model(&model, &masks);
-    ck.write(&ck_path).unwrap();
+    let ck_path = write_checkpoint(dir.path(), &model, &masks, &[]);
     let out_path = dir.path().join("small.safetensors");
     let out = export(&[
         "--compact",
@@ -122,11 +136,7 @@ fn eval_json(file: &std::path::Path) -> serde_json::Value {
 fn eval_reads_compacted_models_and_agrees_with_the_masked_checkpoint() {
     let (model, masks) = pruned("lenet5");
     let dir = tempfile::tempdir().unwrap();
-    let ck_path = dir.path().join("ck.safetensors");
-    let mut ck = Checkpoint::new();
-    ck.put_model(&model, &masks);
-    ck.set("dataset", "mnist");
-    ck.write(&ck_path).unwrap();
+    let ck_path = write_checkpoint(dir.path(), &model, &masks, &[("dataset", "mnist")]);
     let small = dir.path().join("small.safetensors");
     export(&["--compact", ck_path.to_str().unwrap(), "--out", small.to_str().unwrap()]);
 
