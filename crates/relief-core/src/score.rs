@@ -23,12 +23,21 @@ pub enum PositionNorm {
     L2,
 }
 
-/// Importances of a fully connected layer: `out x (in [+1])`.
+/// Importances of a fully connected layer: `out x (in [+1])`, detached (scores are statistics,
+/// never differentiated).
 pub fn linear_importance(weight: &Tensor, bias: Option<&Tensor>, mean_abs_input: &Tensor) -> Tensor {
-    let imp = weight.abs() * mean_abs_input.view([1, -1]);
+    let (weight, m) = (weight.detach(), mean_abs_input.detach().view([1, -1]));
     match bias {
-        Some(b) => Tensor::cat(&[imp, b.abs().view([-1, 1])], 1),
-        None => imp,
+        Some(b) => {
+            // Written in place into the `out x (in + 1)` result: no temporaries, no concatenation.
+            let (rows, inputs) = (weight.size()[0], weight.size()[1]);
+            let imp = Tensor::empty([rows, inputs + 1], (weight.kind(), weight.device()));
+            let mut w_part = weight.abs_out(&imp.narrow(1, 0, inputs));
+            w_part *= &m;
+            let _ = b.detach().abs_out(&imp.select(1, inputs));
+            imp
+        }
+        None => weight.abs() * m,
     }
 }
 

@@ -27,8 +27,10 @@ use crate::semantics::Semantics;
 pub fn select_by_cumulative_share(scores: &Tensor, alpha: f64, semantics: Semantics) -> Tensor {
     let target = target_of(scores, alpha);
     if on_host(scores) {
-        let (values, thresholds) = host_thresholds(scores, &target, semantics);
+        let scores = scores.contiguous();
+        let values = host_slice(&scores);
         let len = scores.size()[1] as usize;
+        let thresholds = host_thresholds(values, len, &target, semantics);
         let mut keep = vec![false; values.len()];
         for ((row, &t), out) in values.chunks_exact(len).zip(&thresholds).zip(keep.chunks_exact_mut(len)) {
             keep_row(row, t, semantics, out, |k| k);
@@ -60,26 +62,68 @@ pub fn keep_masks(
         let w = keep.narrow(1, 0, inputs).to_kind(Kind::Float);
         return (w, has_bias.then(|| keep.select(1, inputs).to_kind(Kind::Float)));
     }
+    let t0 = std::time::Instant::now();
+    let lap = |m: &str| {
+        if std::env::var_os("RELIEF_PROF").is_some() {
+            eprintln!("    {m}: {:.3} ms", t0.elapsed().as_secs_f64() * 1e3)
+        }
+    };
     let target = target_of(scores, alpha);
-    let (values, thresholds) = host_thresholds(scores, &target, semantics);
+    lap("target");
+    let scores = scores.contiguous();
+    let values = host_slice(&scores);
+    let (len, inputs_u) = (len as usize, inputs as usize);
+    let thresholds = host_thresholds(values, len, &target, semantics);
+    lap("thresholds");
     let drop = drop_rows
         .map(|d| Vec::<bool>::try_from(d.to_kind(Kind::Bool).contiguous().view([-1])).expect("boolean rows"));
-    let (len, inputs_u) = (len as usize, inputs as usize);
-    let mut w = vec![0f32; rows as usize * inputs_u];
-    let mut b = vec![0f32; if has_bias { rows as usize } else { 0 }];
-    for (r, (row, &t)) in values.chunks_exact(len).zip(&thresholds).enumerate() {
-        if drop.as_ref().is_some_and(|d| d[r]) {
-            continue;
-        }
-        keep_row(&row[..inputs_u], t, semantics, &mut w[r * inputs_u..(r + 1) * inputs_u], f32::from);
-        if has_bias {
-            let mut k = [0f32];
-            keep_row(&row[inputs_u..inputs_u + 1], t, semantics, &mut k, f32::from);
-            b[r] = k[0];
+    let mut w = Tensor::empty([rows, inputs], (Kind::Float, Device::Cpu));
+    let mut b = has_bias.then(|| Tensor::empty([rows], (Kind::Float, Device::Cpu)));
+    {
+        let w_out = host_slice_mut(&mut w);
+        let mut b_out = b.as_mut().map(host_slice_mut);
+        let w_rows = w_out.chunks_exact_mut(inputs_u.max(1));
+        for (r, ((row, &t), w_row)) in values.chunks_exact(len).zip(&thresholds).zip(w_rows).enumerate() {
+            let dropped = drop.as_ref().is_some_and(|d| d[r]);
+            if dropped {
+                w_row.fill(0.0);
+            } else {
+                keep_row(&row[..inputs_u], t, semantics, w_row, f32::from);
+            }
+            if let Some(b_out) = b_out.as_deref_mut() {
+                let v = row[inputs_u];
+                b_out[r] = f32::from(!dropped && keeps(v, t, semantics));
+            }
         }
     }
-    let w = Tensor::from_slice(&w).view([rows, inputs]);
-    (w, has_bias.then(|| Tensor::from_slice(&b)))
+    lap("rows");
+    (w, b)
+}
+
+/// The elements of a contiguous CPU `f32` tensor, borrowed in place (no copy).
+fn host_slice(t: &Tensor) -> &[f32] {
+    assert!(on_host(t) && t.is_contiguous(), "host_slice needs a contiguous CPU f32 tensor");
+    let n = t.numel();
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: a contiguous CPU f32 tensor holds `n` initialised f32 values at `data_ptr`, kept
+    // alive by `t` for the borrow; this module only reads tensors it does not write meanwhile.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) }
+}
+
+/// The elements of a contiguous CPU `f32` tensor this module just allocated, for writing.
+fn host_slice_mut(t: &mut Tensor) -> &mut [f32] {
+    assert!(on_host(t) && t.is_contiguous(), "host_slice_mut needs a contiguous CPU f32 tensor");
+    let n = t.numel();
+    if n == 0 {
+        return &mut [];
+    }
+    // SAFETY: as in `host_slice`; the tensor is freshly allocated here, so no other handle
+    // reads or writes its storage while the slice is borrowed (exclusively, through `&mut`).
+    // Entries may be uninitialised (`Tensor::empty`), but every f32 bit pattern is valid and
+    // each entry is written before the tensor is used.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
 }
 
 /// `alpha` of each row's total (`rows x 1`); alpha is rounded to f32 first, then multiplied as
@@ -91,6 +135,14 @@ fn target_of(scores: &Tensor, alpha: f64) -> Tensor {
 
 fn on_host(scores: &Tensor) -> bool {
     scores.device() == Device::Cpu && scores.kind() == Kind::Float
+}
+
+/// Whether an entry of importance `v` is kept against its row's `threshold`.
+fn keeps(v: f32, threshold: f32, semantics: Semantics) -> bool {
+    match semantics {
+        Semantics::Reference => v > threshold,
+        Semantics::Paper => v >= threshold && v > 0.0,
+    }
 }
 
 /// Writes the keep decision of every entry of `row` against `threshold` into `out`.
@@ -116,24 +168,22 @@ fn keep_tensor(scores: &Tensor, target: &Tensor, semantics: Semantics) -> Tensor
     }
 }
 
-/// Every row's values and threshold, computed on the host for CPU `f32` scores.
+/// Every row's threshold, computed on the host from CPU `f32` scores (`values`, rows of `len`).
 ///
 /// Single-threaded on purpose: libtorch's OpenMP workers keep spinning for a while after each
 /// parallel region, and host threads competing with them were slower than one.
-fn host_thresholds(scores: &Tensor, target: &Tensor, semantics: Semantics) -> (Vec<f32>, Vec<f32>) {
-    let len = scores.size()[1] as usize;
-    let values = Vec::<f32>::try_from(scores.contiguous().view([-1])).expect("f32 scores");
-    let targets = Vec::<f32>::try_from(target.contiguous().view([-1])).expect("f32 targets");
+fn host_thresholds(values: &[f32], len: usize, target: &Tensor, semantics: Semantics) -> Vec<f32> {
+    let target = target.contiguous();
+    let targets = host_slice(&target);
     let mut scratch = Scratch::default();
-    let thresholds = values
+    values
         .chunks_exact(len)
-        .zip(&targets)
+        .zip(targets)
         .map(|(row, &goal)| match radix_threshold(row, goal, semantics, &mut scratch) {
             Some(t) => t,
             None => sorted_threshold(row, goal, semantics, &mut scratch.buf),
         })
-        .collect();
-    (values, thresholds)
+        .collect()
 }
 
 /// Index of the threshold entry in the descending order (zeros included) from `p`.
@@ -174,15 +224,10 @@ fn sorted_threshold(row: &[f32], goal: f32, semantics: Semantics, buf: &mut Vec<
     }
 }
 
-/// The significand of a positive finite `f32`'s bits as an integer (implicit bit included for
-/// normal numbers): the value is `mantissa(k) * ulp(exponent)`.
+/// The significand of a non-negative finite `f32`'s bits as an integer (implicit bit included
+/// for normal numbers): the value is `mantissa(k) * ulp(exponent)`.
 fn mantissa(k: u32) -> u32 {
-    let m = k & 0x7f_ffff;
-    if k >> 23 == 0 {
-        m
-    } else {
-        m | 0x80_0000
-    }
+    (k & 0x7f_ffff) | (u32::from(k >> 23 != 0) << 23)
 }
 
 /// `2^(max(e, 1) - 150)`: the unit of [`mantissa`] for biased exponent `e`.
@@ -190,114 +235,166 @@ fn ulp(e: u32) -> f64 {
     f64::powi(2.0, e.max(1) as i32 - 150)
 }
 
+/// A bucket tally packs the entry count (bits from `COUNT_SHIFT` up) and the exact sum of the
+/// entries' mantissas (below it) in one word, so a histogram pass updates one array.
+const COUNT_SHIFT: u32 = 40;
+
+/// Rows this long could overflow a tally's mantissa sum (`len * 2^24 < 2^COUNT_SHIFT`); they are
+/// sorted instead.
+const MAX_RADIX_LEN: usize = 1 << (COUNT_SHIFT - 24);
+
+/// The tally increment of an entry's bits: one entry and its mantissa (nothing for a zero).
+fn tally_of(k: u32) -> u64 {
+    (u64::from(k != 0) << COUNT_SHIFT) | u64::from(mantissa(k))
+}
+
+fn count_of(tally: u64) -> usize {
+    (tally >> COUNT_SHIFT) as usize
+}
+
+fn mantissa_sum_of(tally: u64) -> u64 {
+    tally & ((1 << COUNT_SHIFT) - 1)
+}
+
 /// Reusable buffers of [`radix_threshold`].
 #[derive(Default)]
 struct Scratch {
+    first: Vec<u64>,
     keys: Vec<u32>,
-    next: Vec<u32>,
     buf: Vec<f32>,
 }
 
-/// Radix digits of a positive `f32`'s bits, most significant first: (shift, width). The first
-/// is the exponent.
-const DIGITS: [(u32, u32); 4] = [(23, 8), (15, 8), (7, 8), (0, 7)];
+/// Width of the first radix digit: the exponent and the top 3 mantissa bits, so that the
+/// crossing bucket is usually small enough to sort right away.
+const FIRST_DIGIT_BITS: u32 = 11;
+
+/// Shift of the first digit in a non-negative `f32`'s bits.
+const FIRST_DIGIT_SHIFT: u32 = 31 - FIRST_DIGIT_BITS;
+
+/// The radix digits after the first, most significant first: (shift, width).
+const MANTISSA_DIGITS: [(u32, u32); 3] = [(12, 8), (4, 8), (0, 4)];
 
 /// Below this many candidates the crossing bucket is sorted instead of split further.
 const SORT_BELOW: usize = 48;
 
 /// The same threshold as [`sorted_threshold`] without sorting the row, or `None` when this
-/// shortcut does not apply (a negative, infinite or NaN entry, or too wide a dynamic range).
+/// shortcut does not apply (a negative, infinite or NaN entry, too wide a dynamic range, or a
+/// row of `MAX_RADIX_LEN` entries or more).
 ///
-/// MSD radix selection on the bit patterns (ordered like the values for positive floats):
-/// per digit, the count and the `f64` sum of each bucket; whole buckets above the crossing add
+/// MSD radix selection on the bit patterns (ordered like the values for non-negative floats):
+/// per digit, the count and the exact sum of each bucket; whole buckets above the crossing add
 /// their sums at once, and only the bucket holding the crossing is refined, down to a few
-/// entries that are sorted and walked one by one. This equals libtorch's sequential `f64`
-/// running sums only when every partial sum up to the crossing is exact in `f64`, which holds
-/// when `e_top - e_low + bits(len) <= 29` for the largest exponent `e_top` and the smallest
-/// exponent `e_low` summed (a partial sum is then an integer multiple of the smallest entry's
-/// ulp below `2^53` of them); otherwise the caller sorts.
+/// entries that are sorted and walked one by one. Every digit is tallied in one branch-free
+/// pass over the row (no gathering of bucket members, whose branches mispredict); the first
+/// digit (exponent and 3 mantissa bits) usually leaves few enough entries to sort, so a row
+/// typically costs two passes and a short sort. This equals libtorch's sequential `f64` running sums
+/// only when every partial sum up to the crossing is exact in `f64`, which holds when
+/// `e_top - e_low + bits(len) <= 29` for the largest exponent `e_top` and the smallest exponent
+/// `e_low` summed (a partial sum is then an integer multiple of the smallest entry's ulp below
+/// `2^53` of them); otherwise the caller sorts.
 fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut Scratch) -> Option<f32> {
     let len = row.len();
-    let keys = &mut scratch.keys;
-    keys.clear();
-    // One pass: keys of the non-zero entries, whether any is negative, infinite or NaN (bit
-    // patterns from +inf up; `-0` is a zero), and the first digit's (the exponent's) buckets.
-    // Sums are integer multiples of the bucket's ulp, exact in u64.
-    let mut bad = false;
-    let mut counts = [0u32; 256];
-    let mut sums = [0u64; 256];
+    if len >= MAX_RADIX_LEN {
+        return None;
+    }
+    // Pass 1: the tallies of the first digit (exponent and top mantissa bits), the largest
+    // key, the zeros, and whether any entry is negative (other than -0), infinite or NaN.
+    // Bitwise, not short-circuit: no branches in this loop.
+    let tally = &mut scratch.first;
+    tally.clear();
+    tally.resize(1 << FIRST_DIGIT_BITS, 0);
+    let (mut bad, mut zeros, mut top) = (false, 0usize, 0u32);
     for &v in row {
         let k = v.to_bits();
-        if k & 0x7fff_ffff != 0 {
-            bad |= k >= 0x7f80_0000;
-            keys.push(k);
-            let e = (k >> 23) as usize & 0xff;
-            counts[e] += 1;
-            sums[e] += u64::from(mantissa(k));
-        }
+        let a = k & 0x7fff_ffff;
+        bad |= (a >= 0x7f80_0000) | ((k != a) & (a != 0));
+        zeros += usize::from(a == 0);
+        top = top.max(a);
+        tally[(a >> FIRST_DIGIT_SHIFT) as usize] += tally_of(a);
     }
     if bad {
         return None;
     }
-    let nonzero = keys.len();
+    let nonzero = len - zeros;
     let len_bits = usize::BITS - len.leading_zeros();
-    let top_exponent = (0..256).rev().find(|&e| counts[e] > 0).unwrap_or(0) as u32;
+    let top_exponent = top >> 23;
     let exact = |exponent: u32| top_exponent.saturating_sub(exponent.max(1)) + len_bits <= 29;
-    // Entries ranked above the candidates, and their (exact) sum.
+    // Entries ranked above the candidates, and their (exact) sum: whole buckets, from the top.
     let (mut above, mut sum) = (0usize, 0f64);
-    let mut exponent = 0u32; // of every candidate once the first digit is chosen
-    for (level, &(shift, width)) in DIGITS.iter().enumerate() {
-        if keys.len() <= SORT_BELOW {
+    let mut first = None;
+    for d in (0..=(top >> FIRST_DIGIT_SHIFT) as usize).rev().filter(|&d| tally[d] != 0) {
+        let e = (d >> (FIRST_DIGIT_BITS - 8)) as u32;
+        if !exact(e) {
+            return None;
+        }
+        let bucket = mantissa_sum_of(tally[d]) as f64 * ulp(e);
+        if ((sum + bucket) as f32) < goal {
+            sum += bucket;
+            above += count_of(tally[d]);
+        } else {
+            first = Some(d);
+            break;
+        }
+    }
+    let Some(first) = first else {
+        // Every running sum stays below the goal: p = nonzero.
+        return Some(match pivot_index(nonzero, len, semantics) {
+            pivot if pivot < nonzero => {
+                // No zeros, pivot clamped to the last entry: the smallest one.
+                row.iter().copied().fold(f32::INFINITY, f32::min)
+            }
+            _ => 0.0,
+        });
+    };
+    let exponent = (first >> (FIRST_DIGIT_BITS - 8)) as u32;
+    // Refine the crossing bucket one digit at a time. The bucket is the entries whose key
+    // shifted right by `prefix_shift` equals `prefix` (no negatives here; zeros tally nothing);
+    // each level is one branch-free pass over the row, cheaper than gathering the bucket.
+    let (mut prefix, mut prefix_shift) = (first as u32, FIRST_DIGIT_SHIFT);
+    let mut in_bucket = count_of(tally[first]);
+    for &(shift, width) in &MANTISSA_DIGITS {
+        if in_bucket <= SORT_BELOW {
             break;
         }
         let mask = (1usize << width) - 1;
-        if level > 0 {
-            counts = [0u32; 256];
-            sums = [0u64; 256];
-            for &k in keys.iter() {
-                let d = (k >> shift) as usize & mask;
-                counts[d] += 1;
-                sums[d] += u64::from(mantissa(k));
-            }
+        let mut tally = [0u64; 256];
+        for &v in row {
+            let k = v.to_bits();
+            // All ones on a hit, zero otherwise: a mask, not a branch that would mispredict.
+            let hit = u64::from(k >> prefix_shift == prefix).wrapping_neg();
+            tally[(k >> shift) as usize & mask] += tally_of(k) & hit;
         }
         let mut chosen = None;
-        for d in (0..=mask).rev().filter(|&d| counts[d] > 0) {
-            let e = if level == 0 { d as u32 } else { exponent };
-            if level == 0 && !exact(e) {
-                return None;
-            }
-            let bucket = sums[d] as f64 * ulp(e);
+        for d in (0..=mask).rev().filter(|&d| tally[d] != 0) {
+            let bucket = mantissa_sum_of(tally[d]) as f64 * ulp(exponent);
             if ((sum + bucket) as f32) < goal {
                 sum += bucket;
-                above += counts[d] as usize;
+                above += count_of(tally[d]);
             } else {
                 chosen = Some(d);
                 break;
             }
         }
-        let Some(d) = chosen else {
-            // Every running sum stays below the goal: p = nonzero.
-            return Some(match pivot_index(nonzero, len, semantics) {
-                pivot if pivot < nonzero => {
-                    // No zeros, pivot clamped to the last entry: the smallest one.
-                    row.iter().copied().fold(f32::INFINITY, f32::min)
-                }
-                _ => 0.0,
-            });
-        };
-        if level == 0 {
-            exponent = d as u32;
-        }
-        let next = &mut scratch.next;
-        next.clear();
-        next.extend(keys.iter().copied().filter(|&k| (k >> shift) as usize & mask == d));
-        std::mem::swap(keys, next);
+        // The bucket holds the crossing and its digit buckets add up to it exactly, so one of
+        // them holds it; should that ever fail, the caller sorts.
+        let d = chosen?;
+        (prefix, prefix_shift) = ((prefix << width) | d as u32, shift);
+        in_bucket = count_of(tally[d]);
     }
-    // Walk the few candidates in descending order.
+    // Gather the few candidates left. Branch-free compaction: every key is written, only
+    // those in the bucket are kept.
+    let keys = &mut scratch.keys;
+    keys.clear();
+    keys.resize(len + 1, 0);
+    let mut kept = 0;
+    for &v in row {
+        let k = v.to_bits();
+        keys[kept] = k;
+        kept += usize::from((k >> prefix_shift == prefix) & (k != 0));
+    }
+    keys.truncate(kept);
+    // Walk them in descending order.
     keys.sort_unstable_by(|a, b| b.cmp(a));
-    if !exact(keys.last().map_or(1, |k| k >> 23)) {
-        return None;
-    }
     let mut p = above;
     for &k in keys.iter() {
         sum += f64::from(f32::from_bits(k));
@@ -316,8 +413,11 @@ fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut S
     }
     // The entry right below every candidate: the largest key under the smallest candidate
     // (buckets split by key prefix, so every other entry is above or below all candidates).
+    // Zeros and `-0` (above every positive key) never win the max, which is branch-free.
     let floor = keys.last().copied().unwrap_or(0);
-    row.iter().map(|v| v.to_bits()).filter(|&k| k != 0 && k < floor).max().map(f32::from_bits)
+    Some(f32::from_bits(
+        row.iter().map(|v| v.to_bits()).map(|k| if k < floor { k } else { 0 }).max().unwrap_or(0),
+    ))
 }
 
 #[cfg(test)]
