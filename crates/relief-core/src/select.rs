@@ -278,8 +278,8 @@ const MANTISSA_DIGITS: [(u32, u32); 3] = [(12, 8), (4, 8), (0, 4)];
 const SORT_BELOW: usize = 48;
 
 /// The same threshold as [`sorted_threshold`] without sorting the row, or `None` when this
-/// shortcut does not apply (a negative, infinite or NaN entry, too wide a dynamic range, or a
-/// row of `MAX_RADIX_LEN` entries or more).
+/// shortcut does not apply (a negative, infinite or NaN entry, too wide a dynamic range, a row
+/// of `MAX_RADIX_LEN` entries or more, or one short enough to sort outright).
 ///
 /// MSD radix selection on the bit patterns (ordered like the values for non-negative floats):
 /// per digit, the count and the exact sum of each bucket; whole buckets above the crossing add
@@ -294,7 +294,7 @@ const SORT_BELOW: usize = 48;
 /// `2^53` of them); otherwise the caller sorts.
 fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut Scratch) -> Option<f32> {
     let len = row.len();
-    if len >= MAX_RADIX_LEN {
+    if len <= SORT_BELOW || len >= MAX_RADIX_LEN {
         return None;
     }
     // Pass 1: the tallies of the first digit (exponent and top mantissa bits), the largest
