@@ -474,7 +474,19 @@ mod tests {
         tch::manual_seed(7);
         let opts = (Kind::Float, Device::Cpu);
         let sparse = Tensor::rand([120, 785], opts) * Tensor::rand([120, 785], opts).gt(0.8);
+        // Long rows (past the sort-outright length) with `-0` entries, and with one negative
+        // or NaN entry each (the radix shortcut must decline those).
+        let signed_zeros = Tensor::rand([20, 100], opts)
+            .where_self(&Tensor::rand([20, 100], opts).gt(0.5), &Tensor::from(-0f32));
+        let one_bad = |v: f32| {
+            let t = Tensor::rand([6, 100], opts);
+            let _ = t.narrow(1, 7, 1).fill_(f64::from(v));
+            t
+        };
         let cases = [
+            signed_zeros,
+            one_bad(-0.5),
+            one_bad(f32::NAN),
             Tensor::rand([128, 785], opts),
             sparse,
             (Tensor::rand([50, 37], opts) * 4.0).floor(),
@@ -516,6 +528,8 @@ mod tests {
             // all-zero rows, and subnormal entries (exponent field 0)
             Tensor::zeros([2, 60], opts),
             Tensor::rand([4, 90], opts) * 1e-39,
+            // subnormals mixed with zeros: the crossing bucket's prefix is that of zero
+            Tensor::rand([6, 90], opts) * 1e-43 * Tensor::rand([6, 90], opts).gt(0.4),
         ];
         let (mut shortcut, mut total) = (0, 0);
         let mut scratch = Scratch::default();
