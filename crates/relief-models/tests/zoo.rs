@@ -6,6 +6,14 @@ use relief_core::MaskSet;
 use relief_models::{Arch, Model, ModelError, ARCH_NAMES};
 use tch::{Device, Kind, Tensor};
 
+/// libtorch's generator is global and tests run on several threads: every test here that
+/// draws from it (model initialisation included) holds this, so seeded draws are reproducible.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn authors_count(name: &str, classes: i64) -> i64 {
     let arch: Arch = name.parse().unwrap();
     let graph = arch.graph(classes);
@@ -34,6 +42,7 @@ fn full_counts_include_batch_norm_and_stem() {
 
 #[test]
 fn every_architecture_runs_and_outputs_its_classes() {
+    let _seeded = seeded();
     for name in ARCH_NAMES.iter().chain(["vgg19-tiny"].iter()) {
         let arch: Arch = name.parse().unwrap();
         let classes = if name.contains("tiny") { 200 } else { 10 };
@@ -49,6 +58,7 @@ fn every_architecture_runs_and_outputs_its_classes() {
 
 #[test]
 fn initialisation_is_seeded_kaiming_normal() {
+    let _seeded = seeded();
     let a = Model::new(Arch::Lenet300_100, 10, Device::Cpu, 7);
     let b = Model::new(Arch::Lenet300_100, 10, Device::Cpu, 7);
     let c = Model::new(Arch::Lenet300_100, 10, Device::Cpu, 8);
@@ -62,6 +72,7 @@ fn initialisation_is_seeded_kaiming_normal() {
 
 #[test]
 fn checkpoints_with_missing_extra_or_misshaped_tensors_are_rejected() {
+    let _seeded = seeded();
     let source = Model::new(Arch::Lenet5, 10, Device::Cpu, 1);
     let mut tensors = source.state("");
     tensors.retain(|(k, _)| k != "classifier.2.bias");
@@ -87,6 +98,7 @@ fn checkpoints_with_missing_extra_or_misshaped_tensors_are_rejected() {
 
 #[test]
 fn checkpoints_round_trip_by_pytorch_names() {
+    let _seeded = seeded();
     let source = Model::new(Arch::Resnet(3), 10, Device::Cpu, 3);
     let names: Vec<String> = source.state("").into_iter().map(|(k, _)| k).collect();
     assert!(names.contains(&"layer2.0.conv1.weight".to_string()));
@@ -127,6 +139,7 @@ impl relief_core::exec::Probe for SignCheck {
 
 #[test]
 fn nonnegative_claims_hold_on_real_forward_passes() {
+    let _seeded = seeded();
     for name in ["lenet300-100", "lenet5", "vgg-like", "resnet20", "resnet18-tiny"] {
         let arch: Arch = name.parse().unwrap();
         let model = Model::new(arch, 10, Device::Cpu, 0);
