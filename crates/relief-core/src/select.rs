@@ -62,19 +62,11 @@ pub fn keep_masks(
         let w = keep.narrow(1, 0, inputs).to_kind(Kind::Float);
         return (w, has_bias.then(|| keep.select(1, inputs).to_kind(Kind::Float)));
     }
-    let t0 = std::time::Instant::now();
-    let lap = |m: &str| {
-        if std::env::var_os("RELIEF_PROF").is_some() {
-            eprintln!("    {m}: {:.3} ms", t0.elapsed().as_secs_f64() * 1e3)
-        }
-    };
     let target = target_of(scores, alpha);
-    lap("target");
     let scores = scores.contiguous();
     let values = host_slice(&scores);
     let (len, inputs_u) = (len as usize, inputs as usize);
     let thresholds = host_thresholds(values, len, &target, semantics);
-    lap("thresholds");
     let drop = drop_rows
         .map(|d| Vec::<bool>::try_from(d.to_kind(Kind::Bool).contiguous().view([-1])).expect("boolean rows"));
     let mut w = Tensor::empty([rows, inputs], (Kind::Float, Device::Cpu));
@@ -96,7 +88,6 @@ pub fn keep_masks(
             }
         }
     }
-    lap("rows");
     (w, b)
 }
 
@@ -287,11 +278,11 @@ const SORT_BELOW: usize = 48;
 /// entries that are sorted and walked one by one. Every digit is tallied in one branch-free
 /// pass over the row (no gathering of bucket members, whose branches mispredict); the first
 /// digit (exponent and 3 mantissa bits) usually leaves few enough entries to sort, so a row
-/// typically costs two passes and a short sort. This equals libtorch's sequential `f64` running sums
-/// only when every partial sum up to the crossing is exact in `f64`, which holds when
-/// `e_top - e_low + bits(len) <= 29` for the largest exponent `e_top` and the smallest exponent
-/// `e_low` summed (a partial sum is then an integer multiple of the smallest entry's ulp below
-/// `2^53` of them); otherwise the caller sorts.
+/// typically costs two passes and a short sort. This equals libtorch's sequential `f64`
+/// running sums only when every partial sum up to the crossing is exact in `f64`, which holds
+/// when `e_top - e_low + bits(len) <= 29` for the largest exponent `e_top` and the smallest
+/// exponent `e_low` summed (a partial sum is then an integer multiple of the smallest entry's
+/// ulp below `2^53` of them); otherwise the caller sorts.
 fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut Scratch) -> Option<f32> {
     let len = row.len();
     if len <= SORT_BELOW || len >= MAX_RADIX_LEN {
