@@ -247,6 +247,20 @@ fn mantissa_sum_of(tally: u64) -> u64 {
     tally & ((1 << COUNT_SHIFT) - 1)
 }
 
+/// Adds a whole bucket (its tally, `unit` the ulp of its entries) to the running `sum` and the
+/// count `above` when the running sum stays below `goal` with it; false, adding nothing, when
+/// the bucket holds the crossing.
+fn add_whole_bucket(tally: u64, unit: f64, goal: f32, sum: &mut f64, above: &mut usize) -> bool {
+    let bucket = mantissa_sum_of(tally) as f64 * unit;
+    if ((*sum + bucket) as f32) < goal {
+        *sum += bucket;
+        *above += count_of(tally);
+        true
+    } else {
+        false
+    }
+}
+
 /// Reusable buffers of [`radix_threshold`].
 #[derive(Default)]
 struct Scratch {
@@ -318,11 +332,7 @@ fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut S
         if !exact(e) {
             return None;
         }
-        let bucket = mantissa_sum_of(tally[d]) as f64 * ulp(e);
-        if ((sum + bucket) as f32) < goal {
-            sum += bucket;
-            above += count_of(tally[d]);
-        } else {
+        if !add_whole_bucket(tally[d], ulp(e), goal, &mut sum, &mut above) {
             first = Some(d);
             break;
         }
@@ -357,11 +367,7 @@ fn radix_threshold(row: &[f32], goal: f32, semantics: Semantics, scratch: &mut S
         }
         let mut chosen = None;
         for d in (0..=mask).rev().filter(|&d| tally[d] != 0) {
-            let bucket = mantissa_sum_of(tally[d]) as f64 * ulp(exponent);
-            if ((sum + bucket) as f32) < goal {
-                sum += bucket;
-                above += count_of(tally[d]);
-            } else {
+            if !add_whole_bucket(tally[d], ulp(exponent), goal, &mut sum, &mut above) {
                 chosen = Some(d);
                 break;
             }
