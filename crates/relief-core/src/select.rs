@@ -138,10 +138,7 @@ fn keeps(v: f32, threshold: f32, semantics: Semantics) -> bool {
 
 /// Writes the keep decision of every entry of `row` against `threshold` into `out`.
 fn keep_row<T>(row: &[f32], threshold: f32, semantics: Semantics, out: &mut [T], from: impl Fn(bool) -> T) {
-    match semantics {
-        Semantics::Reference => out.iter_mut().zip(row).for_each(|(k, &v)| *k = from(v > threshold)),
-        Semantics::Paper => out.iter_mut().zip(row).for_each(|(k, &v)| *k = from(v >= threshold && v > 0.0)),
-    }
+    out.iter_mut().zip(row).for_each(|(k, &v)| *k = from(keeps(v, threshold, semantics)));
 }
 
 /// The keep-mask with tensor ops on the scores' device (sort, cumsum, gather, compare).
