@@ -55,3 +55,33 @@ pub fn link_libtorch() {
 fn has_cuda(dir: &Path) -> bool {
     dir.join("libtorch_cuda.so").exists()
 }
+
+/// libtorch's C++ headers (`include/` beside its `lib/`), when libtorch can be located.
+pub fn libtorch_include_dir() -> Option<PathBuf> {
+    let lib = libtorch_lib_dir()?;
+    let lib = lib.canonicalize().unwrap_or(lib);
+    lib.parent().map(|p| p.join("include")).filter(|p| p.join("ATen").is_dir())
+}
+
+/// Compiles the C++ file `source` (relative to the calling crate) against libtorch's headers
+/// into the static library `name` and links it into the crate, for the few libtorch settings
+/// that tch does not expose. Panics with a clear message when libtorch's headers are missing.
+pub fn compile_libtorch_shim(source: &str, name: &str) {
+    println!("cargo:rerun-if-changed={source}");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let include = libtorch_include_dir().unwrap_or_else(|| {
+        panic!(
+            "relief-build: libtorch's headers (include/ATen) not found; run scripts/setup.sh or set LIBTORCH"
+        )
+    });
+    // The PyPI torch wheels of 2.x are built with the C++11 ABI, as torch-sys assumes by default.
+    let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file(source)
+        .include(&include)
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .warnings(false)
+        .compile(name);
+}

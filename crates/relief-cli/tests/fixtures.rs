@@ -1,5 +1,9 @@
 //! Golden fixtures: `relief prune-step` in `reference` semantics must reproduce every `mask.*`
-//! and `after.*` tensor produced by the authors' own code (../shared/fixtures/nnrelief).
+//! and `after.*` tensor produced by the authors' own code (../shared/fixtures/nnrelief), on the
+//! CPU and (tests marked `ignore`, run with `-- --ignored` on a CUDA machine) on CUDA.
+//!
+//! `RELIEF_FIXTURES` overrides the fixtures' directory and `RELIEF_BIN` the `relief` binary
+//! (for running a copied test binary on another machine).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +28,12 @@ fn load(path: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
 }
 
-/// Runs prune-step on fixture `name`; returns (fixture tensors, our tensors).
-fn run_fixture(name: &str) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
+fn relief_bin() -> PathBuf {
+    std::env::var_os("RELIEF_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_relief").into())
+}
+
+/// Runs prune-step on fixture `name` on `device`; returns (fixture tensors, our tensors).
+fn run_fixture(name: &str, device: &str) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
     let dir = fixtures_dir();
     let file = dir.join(format!("{name}.safetensors"));
     let meta: serde_json::Value =
@@ -40,7 +48,7 @@ fn run_fixture(name: &str) -> (HashMap<String, Tensor>, HashMap<String, Tensor>)
     let alpha_fc = meta["alpha_fc"].as_f64().unwrap();
     let out = tempfile::tempdir().unwrap();
     let out_file = out.path().join("out.safetensors");
-    let status = Command::new(env!("CARGO_BIN_EXE_relief"))
+    let status = Command::new(relief_bin())
         .args(["prune-step", "--model", &model, "--num-classes", &classes.to_string()])
         .arg("--weights")
         .arg(&file)
@@ -48,17 +56,21 @@ fn run_fixture(name: &str) -> (HashMap<String, Tensor>, HashMap<String, Tensor>)
         .arg("--batch")
         .arg(&file)
         .args(["--alpha-conv", &alpha_conv.to_string(), "--alpha-fc", &alpha_fc.to_string()])
-        .args(["--semantics", "reference", "--device", "cpu", "--chunk-size", "100000"])
+        .args(["--semantics", "reference", "--device", device, "--chunk-size", "100000"])
         .arg("--out")
         .arg(&out_file)
         .status()
         .unwrap();
-    assert!(status.success(), "prune-step failed on {name}");
+    assert!(status.success(), "prune-step failed on {name} ({device})");
     (load(&file), load(&out_file))
 }
 
 fn check_fixture(name: &str) {
-    let (fix, ours) = run_fixture(name);
+    check_fixture_on(name, "cpu");
+}
+
+fn check_fixture_on(name: &str, device: &str) {
+    let (fix, ours) = run_fixture(name, device);
     let mut masks = 0;
     let mut mismatched_entries = 0i64;
     for (key, expected) in fix.iter().filter(|(k, _)| k.starts_with("mask.")) {
@@ -93,7 +105,7 @@ fn check_fixture(name: &str) {
         afters += 1;
     }
     assert!(masks > 0 && afters > 0);
-    eprintln!("{name}: {masks} masks and {afters} after-state tensors identical to the reference");
+    eprintln!("{name} ({device}): {masks} masks and {afters} after-state tensors identical to the reference");
 }
 
 #[test]
@@ -119,4 +131,34 @@ fn vgg11_c100_matches_reference() {
 #[test]
 fn resnet20_matches_reference() {
     check_fixture("resnet20");
+}
+
+#[test]
+#[ignore = "needs CUDA"]
+fn cuda_lenet300_100_matches_reference() {
+    check_fixture_on("lenet300-100", "cuda");
+}
+
+#[test]
+#[ignore = "needs CUDA"]
+fn cuda_lenet5_matches_reference() {
+    check_fixture_on("lenet5", "cuda");
+}
+
+#[test]
+#[ignore = "needs CUDA"]
+fn cuda_vgg_like_matches_reference() {
+    check_fixture_on("vgg-like", "cuda");
+}
+
+#[test]
+#[ignore = "needs CUDA"]
+fn cuda_vgg11_c100_matches_reference() {
+    check_fixture_on("vgg11-c100", "cuda");
+}
+
+#[test]
+#[ignore = "needs CUDA"]
+fn cuda_resnet20_matches_reference() {
+    check_fixture_on("resnet20", "cuda");
 }

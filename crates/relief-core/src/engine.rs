@@ -13,6 +13,7 @@ use crate::exec::{forward, ForwardOptions};
 use crate::graph::{Activation, Convention, LayerOp, PruneGraph, Role, Shortcut};
 use crate::masks::MaskSet;
 use crate::params::{Bound, TensorMap};
+use crate::precision::ExactFloat32;
 use crate::score::{conv_importance, linear_importance, PositionNorm};
 use crate::select::keep_masks;
 use crate::semantics::Semantics;
@@ -232,6 +233,7 @@ pub fn scoring_statistics(
     let batch = conform_batch(graph, batch)?;
     let bound = Bound::new(graph, params)?;
     let device = bound.layers[0].weight.device();
+    let _exact = ExactFloat32::new();
     let want = vec![true; graph.layers.len()];
     let shortcut_masks = semantics == Semantics::Paper;
     Ok(tch::no_grad(|| {
@@ -278,6 +280,9 @@ pub fn prune_step(
     let batch = conform_batch(graph, batch)?;
     let bound = Bound::new(graph, params)?;
     let device = bound.layers[0].weight.device();
+    // Scores in IEEE float32 on CUDA too (libtorch's TF32 convolutions would move entries
+    // near each row's threshold).
+    let _exact = ExactFloat32::new();
     let reference = cfg.semantics == Semantics::Reference;
     mark_inert_masks(graph, masks, cfg.semantics);
     let n_layers = graph.layers.len();

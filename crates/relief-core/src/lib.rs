@@ -20,6 +20,7 @@ pub mod magnitude;
 pub mod masks;
 pub mod optim;
 pub mod params;
+pub mod precision;
 pub mod score;
 pub mod select;
 pub mod semantics;
