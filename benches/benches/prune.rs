@@ -1,7 +1,9 @@
 //! One full NNrelief pruning call per model (`reference` and `paper` semantics) next to one
 //! no-grad eval forward pass over the same batch.
 //!
-//! Names: `<device>/<model>/{prune-reference,prune-paper,forward}/b<batch>`. Each call starts
+//! Names: `<device>/<model>/{prune-reference,prune-paper,forward}/b<batch>`, on CUDA also
+//! `forward-ieee` (the forward pass in IEEE float32, as the engine scores; libtorch's default
+//! runs CUDA convolutions in TF32). Each call starts
 //! from the same seeded dense model and all-ones masks (restored untimed before every run);
 //! the whole batch is one chunk. Batch 1000 (VGG-like: 256 unless `RELIEF_BENCH_HEAVY` is set).
 //! Throughput for all three is the dense forward FLOPs x batch, so elements/s compare directly
@@ -13,6 +15,7 @@ use relief_benches::{
 };
 use relief_core::accounting::account;
 use relief_core::exec::{forward, ForwardOptions};
+use relief_core::precision::ExactFloat32;
 use relief_core::{prune_step, MaskSet, PruneConfig, Semantics};
 use relief_models::{Arch, Model};
 use tch::Tensor;
@@ -52,6 +55,26 @@ fn prune(c: &mut Criterion) {
                 )
             })
         });
+        if device.is_cuda() {
+            // The engine scores in IEEE float32 (`relief_core::precision`); libtorch's default
+            // forward above runs CUDA convolutions in TF32. This is the forward the pruning call
+            // actually contains.
+            group.bench_function(BenchmarkId::new("forward-ieee", format!("b{n}")), |b| {
+                b.iter_custom(|iters| {
+                    let _exact = ExactFloat32::new();
+                    timed(
+                        device,
+                        iters,
+                        || (),
+                        |_| {
+                            tch::no_grad(|| {
+                                forward(&model.graph, &bound, None, &x, ForwardOptions::EVAL, None)
+                            })
+                        },
+                    )
+                })
+            });
+        }
         for semantics in [Semantics::Reference, Semantics::Paper] {
             let cfg = PruneConfig { alpha_conv: 0.9, alpha_fc: 0.95, semantics, chunk_size: n };
             group.bench_function(BenchmarkId::new(format!("prune-{semantics}"), format!("b{n}")), |b| {

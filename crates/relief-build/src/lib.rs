@@ -63,11 +63,13 @@ pub fn libtorch_include_dir() -> Option<PathBuf> {
     lib.parent().map(|p| p.join("include")).filter(|p| p.join("ATen").is_dir())
 }
 
-/// Compiles the C++ file `source` (relative to the calling crate) against libtorch's headers
-/// into the static library `name` and links it into the crate, for the few libtorch settings
+/// Compiles the C++ files `sources` (relative to the calling crate) against libtorch's headers
+/// into the static library `name` and links it into the crate, for the few libtorch facilities
 /// that tch does not expose. Panics with a clear message when libtorch's headers are missing.
-pub fn compile_libtorch_shim(source: &str, name: &str) {
-    println!("cargo:rerun-if-changed={source}");
+pub fn compile_libtorch_shim(sources: &[&str], name: &str) {
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let include = libtorch_include_dir().unwrap_or_else(|| {
         panic!(
@@ -78,9 +80,12 @@ pub fn compile_libtorch_shim(source: &str, name: &str) {
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     cc::Build::new()
         .cpp(true)
-        .file(source)
+        .files(sources)
         .include(&include)
         .flag("-std=c++17")
+        // at::parallel_for is header code: without OpenMP enabled here it would run serially.
+        // The runtime it calls is libgomp, the one libtorch itself loads (torch-sys links it).
+        .flag("-fopenmp")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .warnings(false)
         .compile(name);

@@ -19,6 +19,7 @@ pub mod host_memory;
 pub mod magnitude;
 pub mod masks;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod precision;
 pub mod score;

@@ -20,6 +20,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::parallel::parallel_for;
 use crate::semantics::Semantics;
 
 /// Keeps, per row, the smallest set of entries whose importances reach `alpha` of the row total
@@ -30,11 +31,12 @@ pub fn select_by_cumulative_share(scores: &Tensor, alpha: f64, semantics: Semant
         let scores = scores.contiguous();
         let values = host_slice(&scores);
         let len = scores.size()[1] as usize;
-        let thresholds = host_thresholds(values, len, &target, semantics);
         let mut keep = vec![false; values.len()];
-        for ((row, &t), out) in values.chunks_exact(len).zip(&thresholds).zip(keep.chunks_exact_mut(len)) {
-            keep_row(row, t, semantics, out, |k| k);
-        }
+        let out = RowWriter::new(&mut keep);
+        for_each_row_threshold(values, len, &target, semantics, |r, row, t| {
+            // SAFETY: each row index is visited once, so row ranges written are disjoint.
+            keep_row(row, t, semantics, unsafe { out.range(r * len, len) }, |k| k);
+        });
         Tensor::from_slice(&keep).view(scores.size().as_slice())
     } else {
         keep_tensor(scores, &target, semantics)
@@ -66,27 +68,29 @@ pub fn keep_masks(
     let scores = scores.contiguous();
     let values = host_slice(&scores);
     let (len, inputs_u) = (len as usize, inputs as usize);
-    let thresholds = host_thresholds(values, len, &target, semantics);
     let drop = drop_rows
         .map(|d| Vec::<bool>::try_from(d.to_kind(Kind::Bool).contiguous().view([-1])).expect("boolean rows"));
     let mut w = Tensor::empty([rows, inputs], (Kind::Float, Device::Cpu));
     let mut b = has_bias.then(|| Tensor::empty([rows], (Kind::Float, Device::Cpu)));
     {
-        let w_out = host_slice_mut(&mut w);
-        let mut b_out = b.as_mut().map(host_slice_mut);
-        let w_rows = w_out.chunks_exact_mut(inputs_u.max(1));
-        for (r, ((row, &t), w_row)) in values.chunks_exact(len).zip(&thresholds).zip(w_rows).enumerate() {
+        let w_out = RowWriter::new(host_slice_mut(&mut w));
+        let b_out = b.as_mut().map(|b| RowWriter::new(host_slice_mut(b)));
+        for_each_row_threshold(values, len, &target, semantics, |r, row, t| {
+            // SAFETY: each row index is visited once, so the ranges written are disjoint.
+            let w_row = unsafe { w_out.range(r * inputs_u, inputs_u) };
             let dropped = drop.as_ref().is_some_and(|d| d[r]);
             if dropped {
                 w_row.fill(0.0);
             } else {
                 keep_row(&row[..inputs_u], t, semantics, w_row, f32::from);
             }
-            if let Some(b_out) = b_out.as_deref_mut() {
+            if let Some(b_out) = &b_out {
                 let v = row[inputs_u];
-                b_out[r] = f32::from(!dropped && keeps(v, t, semantics));
+                // SAFETY: as above, entry `r` is this row's alone.
+                let b_entry = unsafe { b_out.range(r, 1) };
+                b_entry[0] = f32::from(!dropped && keeps(v, t, semantics));
             }
-        }
+        });
     }
     (w, b)
 }
@@ -156,22 +160,61 @@ fn keep_tensor(scores: &Tensor, target: &Tensor, semantics: Semantics) -> Tensor
     }
 }
 
-/// Every row's threshold, computed on the host from CPU `f32` scores (`values`, rows of `len`).
-///
-/// Single-threaded on purpose: libtorch's OpenMP workers keep spinning for a while after each
-/// parallel region, and host threads competing with them were slower than one.
-fn host_thresholds(values: &[f32], len: usize, target: &Tensor, semantics: Semantics) -> Vec<f32> {
+/// Entries of score rows handled per task of the parallel row loop (at least one row).
+const ENTRIES_PER_TASK: usize = 1 << 14;
+
+/// Computes every row's threshold on the host from CPU `f32` scores (`values`, rows of `len`,
+/// goals `target`, `rows x 1`) and calls `visit(r, row, threshold)` once per row, rows split
+/// across libtorch's intra-op threads ([`crate::parallel`]).
+fn for_each_row_threshold(
+    values: &[f32],
+    len: usize,
+    target: &Tensor,
+    semantics: Semantics,
+    visit: impl Fn(usize, &[f32], f32) + Sync,
+) {
     let target = target.contiguous();
-    let targets = host_slice(&target);
-    let mut scratch = Scratch::default();
-    values
-        .chunks_exact(len)
-        .zip(targets)
-        .map(|(row, &goal)| match radix_threshold(row, goal, semantics, &mut scratch) {
-            Some(t) => t,
-            None => sorted_threshold(row, goal, semantics, &mut scratch.buf),
-        })
-        .collect()
+    let goals = host_slice(&target);
+    let rows = goals.len();
+    parallel_for(rows, (ENTRIES_PER_TASK / len.max(1)).max(1), |begin, end| {
+        let mut scratch = Scratch::default();
+        for r in begin..end {
+            let (row, goal) = (&values[r * len..(r + 1) * len], goals[r]);
+            let t = match radix_threshold(row, goal, semantics, &mut scratch) {
+                Some(t) => t,
+                None => sorted_threshold(row, goal, semantics, &mut scratch.buf),
+            };
+            visit(r, row, t);
+        }
+    });
+}
+
+/// One output slice that the tasks of a parallel row loop write in disjoint ranges.
+struct RowWriter<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: a `RowWriter` only hands out disjoint ranges (the callers' contract, see `range`),
+// so sharing it between threads is sharing disjoint `&mut [T]`, which is `Send` for `T: Send`.
+unsafe impl<T: Send> Sync for RowWriter<T> {}
+
+impl<T> RowWriter<T> {
+    fn new(out: &mut [T]) -> RowWriter<T> {
+        RowWriter { ptr: out.as_mut_ptr(), len: out.len() }
+    }
+
+    /// Entries `start..start + n`.
+    ///
+    /// # Safety
+    /// No two live ranges may overlap, and the slice given to [`RowWriter::new`] must outlive
+    /// every range and not be used otherwise meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, start: usize, n: usize) -> &mut [T] {
+        assert!(start + n <= self.len, "row range out of bounds");
+        // SAFETY: in bounds (checked); exclusive per the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), n) }
+    }
 }
 
 /// Index of the threshold entry in the descending order (zeros included) from `p`.
@@ -549,13 +592,14 @@ mod tests {
         assert!(shortcut * 100 >= total * 95, "shortcut taken on {shortcut} of {total} rows");
     }
 
-    /// `keep_masks` (host, `f32`) equals the boolean selection converted the slow way.
+    /// `keep_masks` (host, `f32`) equals the boolean selection converted the slow way; enough
+    /// rows that the row loop is split into several parallel tasks.
     #[test]
     fn keep_masks_equal_the_boolean_selection() {
         tch::manual_seed(5);
         let opts = (Kind::Float, Device::Cpu);
-        let scores = Tensor::rand([40, 51], opts) * Tensor::rand([40, 51], opts).gt(0.2);
-        let drop = Tensor::rand([40], opts).gt(0.7);
+        let scores = Tensor::rand([1000, 51], opts) * Tensor::rand([1000, 51], opts).gt(0.2);
+        let drop = Tensor::rand([1000], opts).gt(0.7);
         for s in [Semantics::Reference, Semantics::Paper] {
             for (inputs, d) in [(50, Some(&drop)), (50, None), (51, Some(&drop))] {
                 let keep = select_by_cumulative_share(&scores, 0.9, s);
