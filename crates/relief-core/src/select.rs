@@ -11,8 +11,9 @@
 //! The running sums are those of libtorch's CPU `cumsum` (accumulated in `f64`, each rounded
 //! to `f32`), the total is libtorch's row `sum`, so the selection matches the authors' code bit
 //! for bit. On the CPU each row's threshold is found on the host by an exact radix selection
-//! (libtorch's comparison sort with index tracking dominated a LeNet-300-100 pruning call); on
-//! other devices the same rule runs as tensor ops (sort, cumsum, gather).
+//! (libtorch's comparison sort with index tracking dominated a LeNet-300-100 pruning call), the
+//! rows split across libtorch's own intra-op threads ([`crate::parallel`]); on other devices the
+//! same rule runs as tensor ops (sort, cumsum, gather).
 //!
 //! [`keep_masks`] gives the same decisions as the `f32` weight and bias masks a
 //! [`crate::MaskSet`] stores (`rows x inputs` and `rows`), with whole rows forced out (dead
