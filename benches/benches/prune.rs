@@ -45,16 +45,15 @@ fn prune(c: &mut Criterion) {
         configure(&mut group);
         group.throughput(Throughput::Elements(flops));
         let bound = model.bound();
-        group.bench_function(BenchmarkId::new("forward", format!("b{n}")), |b| {
-            b.iter_custom(|iters| {
-                timed(
-                    device,
-                    iters,
-                    || (),
-                    |_| tch::no_grad(|| forward(&model.graph, &bound, None, &x, ForwardOptions::EVAL, None)),
-                )
-            })
-        });
+        let time_forward = |iters| {
+            timed(
+                device,
+                iters,
+                || (),
+                |_| tch::no_grad(|| forward(&model.graph, &bound, None, &x, ForwardOptions::EVAL, None)),
+            )
+        };
+        group.bench_function(BenchmarkId::new("forward", format!("b{n}")), |b| b.iter_custom(time_forward));
         if device.is_cuda() {
             // The engine scores in IEEE float32 (`relief_core::precision`); libtorch's default
             // forward above runs CUDA convolutions in TF32. This is the forward the pruning call
@@ -62,16 +61,7 @@ fn prune(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("forward-ieee", format!("b{n}")), |b| {
                 b.iter_custom(|iters| {
                     let _exact = ExactFloat32::new();
-                    timed(
-                        device,
-                        iters,
-                        || (),
-                        |_| {
-                            tch::no_grad(|| {
-                                forward(&model.graph, &bound, None, &x, ForwardOptions::EVAL, None)
-                            })
-                        },
-                    )
+                    time_forward(iters)
                 })
             });
         }
