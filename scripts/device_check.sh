@@ -3,7 +3,9 @@
 # scripts/device_pack.sh (no Rust toolchain needed there, only Python 3 with torch 2.11.0, whose
 # libtorch the binaries load). Every step is bounded and logged; one failing step does not stop
 # the others. The log goes to $OUT/device-check.log (or target/device-check.log) and a summary is
-# printed last. RELIEF_CHECK_DEVICE=cpu runs the same steps on the CPU (to try the script).
+# printed last. RELIEF_CHECK_DEVICE=cpu runs the same steps on the CPU (to try the script);
+# RELIEF_CHECK_STEPS picks steps (default: "precision fixtures paper pipeline bench"). Fixture
+# steps cover the fixtures packed into .device/fixtures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dev=${RELIEF_CHECK_DEVICE:-cuda}
@@ -12,6 +14,8 @@ log="$out/device-check.log"
 : >"$log"
 work=$(mktemp -d)
 summary=()
+steps=" ${RELIEF_CHECK_STEPS:-precision fixtures paper pipeline bench} "
+wants() { [[ $steps == *" $1 "* ]]; }
 say() { echo "$*" | tee -a "$log"; }
 step() { # name timeout command...
   local name=$1 limit=$2
@@ -49,15 +53,19 @@ export RELIEF_BIN=$bin/relief RELIEF_FIXTURES=$fixtures bin fixtures work dev
 step "relief --version (cuda linked)" 30 "$bin/relief" --version
 
 # 1. libtorch's TF32 default and the engine's IEEE guard.
-step "precision guard (test, cuda)" 120 "$bin/precision" --include-ignored --test-threads=1 --nocapture
+wants precision && step "precision guard (test, cuda)" 120 "$bin/precision" --include-ignored --test-threads=1 --nocapture
 
 # 2. Golden fixtures, reference semantics, on CUDA (and on this machine's CPU).
-step "golden fixtures (test, cpu+cuda)" 300 "$bin/fixtures" --include-ignored --skip vgg_like --test-threads=1 --nocapture
+skips=()
+for f in lenet300-100 lenet5 vgg-like vgg11-c100 resnet20; do
+  [[ -f $fixtures/$f.safetensors ]] || skips+=(--skip "${f//-/_}")
+done
+wants fixtures && step "golden fixtures (test, cpu+cuda)" 300 "$bin/fixtures" --include-ignored "${skips[@]}" --test-threads=1 --nocapture
 
 # 3. Paper semantics: CUDA masks against the CPU's on the same fixtures.
 paper() {
   local rc=0
-  for f in lenet300-100 lenet5 resnet20 vgg11-c100; do
+  for f in $(cd "$fixtures" && ls *.safetensors | sed 's/\.safetensors$//'); do
     local m c a
     m=$(python3 -c "import json; print(json.load(open('$fixtures/$f.json'))['model'])")
     case "$m" in LeNet300_100 | lenet300_100 | lenet300-100) m=lenet300-100 ;; *) m=$(echo "$m" | tr 'A-Z' 'a-z') ;; esac
@@ -74,7 +82,7 @@ paper() {
   return $rc
 }
 export -f paper
-step "paper semantics (cpu vs cuda)" 240 paper
+wants paper && step "paper semantics (cpu vs cuda)" 240 paper
 
 # 4. The whole pipeline on CUDA: train, prune, retrain (masked Adam), evaluate; then every
 #    pruned weight of every checkpoint must be exactly zero.
@@ -100,10 +108,10 @@ sys.exit(1 if bad else 0)
 PY
 }
 export -f pipeline
-step "pipeline run (train+prune+retrain)" 240 pipeline
+wants pipeline && step "pipeline run (train+prune+retrain)" 240 pipeline
 
 # 5. Timings: one pruning call next to one forward pass, batch 1000 (VGG-like too).
-[[ ${RELIEF_CHECK_BENCH:-1} == 0 ]] || step "bench prune (criterion)" 200 env RELIEF_BENCH_HEAVY=1 "$bin/prune" --bench --noplot
+wants bench && step "bench prune (criterion)" 200 env RELIEF_BENCH_HEAVY=1 "$bin/prune" --bench --noplot
 
 say ""
 say "== summary ($dev)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Packs what scripts/device_check.sh needs into .device/ (ignored by git): stripped, xz-compressed
 # release `relief`, the fixture and precision test binaries, the prune bench, and the golden
-# fixtures that fit the device tool's 64 MiB transfer limit (all but vgg-like). Run it here, then
-# carry `.device` to a CUDA machine and run scripts/device_check.sh there.
+# fixtures that fit the device tool's 64 MiB transfer limit together (all but vgg-like; pack that
+# one alone with RELIEF_PACK_FIXTURES=vgg-like). Run it here, then carry `.device` to a CUDA
+# machine and run scripts/device_check.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fixtures=${RELIEF_FIXTURES:-../shared/fixtures/nnrelief}
@@ -26,7 +27,7 @@ pack target/release/relief relief
 pack "$(exe fixtures test --no-run -p relief-cli --test fixtures)" fixtures
 pack "$(exe precision test --no-run -p relief-core --test precision)" precision
 pack "$(exe prune bench --no-run -p relief-benches --bench prune)" prune
-for f in lenet300-100 lenet5 resnet20 vgg11-c100; do
+for f in ${RELIEF_PACK_FIXTURES:-lenet300-100 lenet5 resnet20 vgg11-c100}; do
   cp "$fixtures/$f.json" .device/fixtures/
   xz -T0 -6 -c "$fixtures/$f.safetensors" >".device/fixtures/$f.safetensors.xz"
 done
