@@ -8,7 +8,9 @@ Prints one line per differing tensor and a final line
 the caller decides); exits 2 if a file is unreadable or a tensor is missing or mis-shaped.
 Needs only torch (no safetensors package): the header is read by hand.
 """
+import argparse
 import json
+import os
 import struct
 import sys
 
@@ -20,7 +22,13 @@ DTYPES = {"F32": torch.float32, "F64": torch.float64, "U8": torch.uint8, "I64": 
 
 def load(path):
     with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
+        raw = f.read(8)
+        size = os.fstat(f.fileno()).st_size
+        if len(raw) < 8:
+            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        n = struct.unpack("<Q", raw)[0]
+        if n > size - 8:
+            raise ValueError(f"{path}: not a safetensors file (header length {n} exceeds the file's {size} bytes)")
         header = json.loads(f.read(n))
         data = f.read()
     out = {}
@@ -28,30 +36,31 @@ def load(path):
         if key == "__metadata__":
             continue
         a, b = meta["data_offsets"]
+        if not 0 <= a <= b <= len(data):
+            raise ValueError(f"{path}: tensor {key}: data offsets {a}..{b} outside the {len(data)} data bytes")
         t = torch.frombuffer(bytearray(data[a:b]), dtype=DTYPES[meta["dtype"]]) if b > a else torch.empty(0)
         out[key] = t.reshape(meta["shape"])
     return out
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if len(args) < 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    every = "--all" in sys.argv
-    label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else f"{args[0]} vs {args[1]}"
-    if "--label" in sys.argv:
-        args = [a for a in args if a != label]
+    parser = argparse.ArgumentParser(description="Compares the mask.* tensors (or every tensor) of two safetensors files.")
+    parser.add_argument("a", help="first safetensors file")
+    parser.add_argument("b", help="second safetensors file")
+    parser.add_argument("--all", action="store_true", help="compare every tensor, not only mask.*")
+    parser.add_argument("--label", help="prefix of every printed line (default: the two paths)")
+    args = parser.parse_args()
+    label = args.label or f"{args.a} vs {args.b}"
     try:
-        a, b = load(args[0]), load(args[1])
-    except (OSError, ValueError, KeyError) as e:
+        a, b = load(args.a), load(args.b)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"{label}: cannot read: {e}", file=sys.stderr)
         sys.exit(2)
-    keys = sorted(k for k in a if every or k.startswith("mask."))
+    keys = sorted(k for k in a if args.all or k.startswith("mask."))
     differ = entries = total = 0
     for k in keys:
         if k not in b or a[k].shape != b[k].shape:
-            print(f"{label}: {k} missing or mis-shaped in {args[1]}", file=sys.stderr)
+            print(f"{label}: {k} missing or mis-shaped in {args.b}", file=sys.stderr)
             sys.exit(2)
         d = int((a[k].double() != b[k].double()).sum())
         total += a[k].numel()

@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fixtures=${RELIEF_FIXTURES:-../shared/fixtures/nnrelief}
+for f in ${RELIEF_PACK_FIXTURES:-lenet300-100 lenet5 resnet20 vgg11-c100}; do
+  [[ -f $fixtures/$f.safetensors && -f $fixtures/$f.json ]] || {
+    echo "device_pack: fixture $f not found in $fixtures (set RELIEF_FIXTURES to the fixtures' directory)" >&2
+    exit 2
+  }
+done
 rm -rf .device && mkdir -p .device/bin .device/fixtures
 exe() { # target-name cargo-args... -> path of that target's executable
   local name=$1
