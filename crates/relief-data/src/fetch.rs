@@ -4,8 +4,10 @@
 //! dataset's publisher or torchvision lists). [`official_sources`] is the table for the four
 //! datasets; tests build their own sources against a local server. A download goes to
 //! `<file>.part` (resumed with an HTTP `Range` request when it exists), is verified, then renamed
-//! to `<file>`; a file that fails verification is deleted. A verified `<file>` is never fetched
-//! again, and an archive is extracted once (a marker `.<file>.extracted` records it).
+//! to `<file>`; a download that fails verification is deleted. A verified `<file>` is never fetched
+//! again or touched; an existing `<file>` that does not verify is left in place until its
+//! replacement has fully downloaded and verified, so a failed or interrupted fetch never loses
+//! it. An archive is extracted once (a marker `.<file>.extracted` records it).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -213,6 +215,8 @@ fn download(
         return Err(DataError::invalid(format!("source file name {:?} is not a plain name", s.file)));
     }
     let dest = dir.join(&s.file);
+    // The existing file is only read here, never removed: if it does not verify, it stays in
+    // place until a replacement has been fully downloaded and verified (then renamed over it).
     if dest.is_file() {
         match verify(&dest, s) {
             Ok(()) => {
@@ -220,8 +224,11 @@ fn download(
                 return Ok(FileOutcome::AlreadyVerified);
             }
             Err(DataError::Checksum { .. }) => {
-                tracing::warn!("{}: does not verify, downloading it again", dest.display());
-                std::fs::remove_file(&dest).map_err(|e| DataError::io(&dest, e))?;
+                tracing::warn!(
+                    "{}: does not verify; downloading a replacement (the file is kept until the \
+                     replacement has downloaded and verified)",
+                    dest.display()
+                );
             }
             Err(e) => return Err(e),
         }
@@ -258,7 +265,11 @@ fn download(
             other => other,
         });
     }
+    // The `.part` was fsynced by `transfer` (or by the run that completed it); make sure of it
+    // before the rename publishes it, then persist the rename itself.
+    File::open(&part).and_then(|f| f.sync_all()).map_err(|e| DataError::io(&part, e))?;
     std::fs::rename(&part, &dest).map_err(|e| DataError::io(&dest, e))?;
+    sync_dir(dir);
     Ok(FileOutcome::Downloaded { resumed_from })
 }
 
@@ -382,11 +393,24 @@ fn transfer(
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
+/// Writes `bytes` to `path` atomically (temporary file, fsync, then rename).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    let mut f = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| DataError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+/// Best effort: persists a rename in `dir` (not every platform can fsync a directory).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Extracts `archive` unless its marker says this very archive was already extracted and

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::server::{Route, Seen, TestServer};
 use relief_data::checksum;
 use relief_data::{
-    fetch_sources, load_cifar10, load_tiny_imagenet, DataError, FetchOptions, FileOutcome, Mnist, Source,
-    TinyImageNetOptions,
+    fetch, fetch_sources, load_cifar10, load_tiny_imagenet, DataError, DatasetKind, FetchOptions,
+    FileOutcome, Mnist, Source, TinyImageNetOptions,
 };
 
 fn opts(retries: u32) -> FetchOptions {
@@ -105,6 +105,86 @@ fn stale_local_file_is_replaced() {
     let r = fetch_sources(&[s], dir.path(), &opts(0)).unwrap();
     assert_eq!(r.files[0].1, FileOutcome::Downloaded { resumed_from: 0 });
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), bytes);
+}
+
+/// The bytes, inode and modification time of a file: what "never touched" means.
+fn fingerprint(path: &Path) -> (Vec<u8>, u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (std::fs::read(path).unwrap(), m.ino(), m.modified().unwrap())
+}
+
+#[test]
+fn sample_files_survive_a_fetch_from_an_unreachable_mirror() {
+    // The case: the bundled sample (which does not match the official checksums) sits in
+    // DIR and `relief data fetch mnist --mirror http://127.0.0.1:9/` cannot connect.
+    let sample = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-sample"));
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ];
+    for n in names {
+        std::fs::copy(sample.join(n), dir.path().join(n)).unwrap();
+    }
+    let before: Vec<_> = names.iter().map(|n| fingerprint(&dir.path().join(n))).collect();
+    let options = FetchOptions { mirror: Some("http://127.0.0.1:9/".into()), ..opts(0) };
+    let e = fetch(DatasetKind::Mnist, dir.path(), &options).unwrap_err();
+    assert!(matches!(e, DataError::Http { .. }), "{e}");
+    assert!(e.to_string().contains("http://127.0.0.1:9/train-images-idx3-ubyte.gz"), "{e}");
+    let after: Vec<_> = names.iter().map(|n| fingerprint(&dir.path().join(n))).collect();
+    assert_eq!(before, after, "a failed fetch must leave the existing files as they were");
+    Mnist::load(dir.path()).unwrap();
+}
+
+#[test]
+fn unverified_local_file_is_kept_when_the_replacement_fails() {
+    let server = TestServer::start();
+    let good = b"the real file".to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("k.bin");
+    std::fs::write(&dest, b"an older local copy").unwrap();
+
+    // 1. The replacement does not verify: the local file stays, the bad download is discarded.
+    let url = server.serve("k.bin", Route::Bytes(b"a corrupted copy".to_vec()));
+    let mut s = source("k.bin", url, &good, false);
+    s.size = None;
+    let e = fetch_sources(std::slice::from_ref(&s), dir.path(), &opts(0)).unwrap_err();
+    assert!(matches!(e, DataError::Checksum { .. }), "{e}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"an older local copy");
+    assert!(!dir.path().join("k.bin.part").exists());
+
+    // 2. The replacement is cut short: the local file stays, the partial download is kept.
+    let url = server.serve("k2.bin", Route::CutOnce { bytes: good.clone(), after: 5, cut: false });
+    let s2 = Source { file: "k.bin".into(), urls: vec![url], ..source("k.bin", String::new(), &good, false) };
+    let e = fetch_sources(std::slice::from_ref(&s2), dir.path(), &opts(0)).unwrap_err();
+    assert!(e.to_string().contains("interrupted"), "{e}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"an older local copy");
+    assert_eq!(std::fs::read(dir.path().join("k.bin.part")).unwrap(), &good[..5]);
+
+    // 3. Only a replacement that downloaded completely and verified is renamed over it.
+    let r = fetch_sources(&[s2], dir.path(), &opts(0)).unwrap();
+    assert_eq!(r.files[0].1, FileOutcome::Downloaded { resumed_from: 5 });
+    assert_eq!(std::fs::read(&dest).unwrap(), good);
+    assert!(!dir.path().join("k.bin.part").exists());
+}
+
+#[test]
+fn verified_local_file_is_never_touched() {
+    let server = TestServer::start();
+    let bytes = b"verified bytes".to_vec();
+    // The server would hand out something else: it must not even be asked.
+    let s = source("v.bin", server.serve("v.bin", Route::Bytes(b"other".to_vec())), &bytes, false);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("v.bin");
+    std::fs::write(&dest, &bytes).unwrap();
+    let before = fingerprint(&dest);
+    let r = fetch_sources(&[s], dir.path(), &opts(0)).unwrap();
+    assert_eq!(r.files[0].1, FileOutcome::AlreadyVerified);
+    assert_eq!(fingerprint(&dest), before);
+    assert!(server.seen().is_empty());
 }
 
 #[test]
