@@ -50,6 +50,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(relief_core::tensor_io::write_atomic(path, bytes)?)
 }
 
+/// The `kind` values of the checkpoints a run directory holds (`init.safetensors`,
+/// `state.safetensors`, `iter-NNN.safetensors`).
+pub const RUN_KINDS: [&str; 3] = ["iteration", "state", "init"];
+
+/// The header metadata of a safetensors file, reading only the header (not the tensors).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| anyhow!("{}: not a safetensors file (no header length: {e})", path.display()))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors itself refuses headers above 100 MB.
+    if len > 100_000_000 {
+        bail!("{}: not a safetensors file (header length {len})", path.display());
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| anyhow!("{}: not a safetensors file (truncated header: {e})", path.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| anyhow!("{}: not a safetensors file (header is not JSON: {e})", path.display()))?;
+    let mut meta = BTreeMap::new();
+    if let Some(m) = json.get("__metadata__").and_then(|m| m.as_object()) {
+        for (k, v) in m {
+            if let Some(v) = v.as_str() {
+                meta.insert(k.clone(), v.to_string());
+            }
+        }
+    }
+    Ok(meta)
+}
+
+/// Whether `path` is a checkpoint of a relief run (format [`FORMAT`], `kind` one of
+/// [`RUN_KINDS`]), judged from its header alone; `None` for what is not a readable
+/// safetensors file.
+pub fn run_checkpoint_kind(path: &Path) -> Option<String> {
+    let meta = read_metadata(path).ok()?;
+    let kind = meta.get("kind")?;
+    (meta.get("format").map(String::as_str) == Some(FORMAT) && RUN_KINDS.contains(&kind.as_str()))
+        .then(|| kind.clone())
+}
+
 impl Checkpoint {
     /// An empty checkpoint with the format tag and relief version set.
     pub fn new() -> Self {
@@ -227,6 +269,30 @@ mod tests {
         assert!(m2.get("classifier.0.weight").unwrap().equal(masks.get("classifier.0.weight").unwrap()));
         assert!(m2.is_inert("classifier.2.bias"));
         assert_eq!(back.with_prefix("opt.").len(), 1);
+    }
+
+    #[test]
+    fn header_metadata_is_read_without_the_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Model::new(Arch::Lenet300_100, 10, Device::Cpu, 3);
+        let mut ck = Checkpoint::new();
+        ck.put_model(&model, &MaskSet::ones(&model.graph, Device::Cpu));
+        let path = dir.path().join("c.safetensors");
+        ck.write(&path).unwrap();
+        assert_eq!(read_metadata(&path).unwrap(), Checkpoint::read(&path).unwrap().meta);
+        assert_eq!(run_checkpoint_kind(&path), None, "no `kind`: not a run checkpoint");
+        for kind in RUN_KINDS {
+            ck.set("kind", kind);
+            ck.write(&path).unwrap();
+            assert_eq!(run_checkpoint_kind(&path).as_deref(), Some(kind));
+        }
+        ck.set("kind", "compact");
+        ck.write(&path).unwrap();
+        assert_eq!(run_checkpoint_kind(&path), None);
+        std::fs::write(&path, b"short").unwrap();
+        let msg = format!("{:#}", read_metadata(&path).unwrap_err());
+        assert!(msg.contains("c.safetensors") && msg.contains("not a safetensors file"), "{msg}");
+        assert_eq!(run_checkpoint_kind(&path), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `relief export --compact`: turn a masked checkpoint into a smaller dense model file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -12,7 +12,8 @@ use relief_core::Semantics;
 use relief_models::Arch;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{run_checkpoint_kind, Checkpoint};
+use crate::rundir::CONFIG_FILE;
 
 /// Arguments of `relief export`.
 #[derive(Debug, Args)]
@@ -50,6 +51,7 @@ pub struct ExportArgs {
 /// Runs the export.
 pub fn run(args: ExportArgs) -> Result<()> {
     let origin = args.checkpoint.as_path();
+    check_output(origin, &args.out)?;
     let ck = Checkpoint::read(origin)?;
     let arch = match &args.model {
         Some(m) => Some(m.parse::<Arch>().map_err(|e: String| anyhow!(e))?),
@@ -132,6 +134,68 @@ pub fn run(args: ExportArgs) -> Result<()> {
         if diff > 1e-4 * scale {
             bail!("the compacted model's logits differ from the masked model's by {diff:e}");
         }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are the same file (same device and inode, so hard links and symbolic
+/// links count; canonical paths elsewhere).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
+        }
+    }
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// The relief run directory `path` lies in (its directory, as written or with links resolved,
+/// holds `config.resolved.toml`).
+fn enclosing_run_dir(path: &Path) -> Option<PathBuf> {
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if d.as_os_str().is_empty() => PathBuf::from("."),
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let mut candidates = vec![parent(path)];
+    if let Ok(c) = path.canonicalize() {
+        candidates.push(parent(&c));
+    }
+    candidates.into_iter().find(|d| d.join(CONFIG_FILE).is_file())
+}
+
+/// Refuses an `--out` that would destroy data: the input itself, a relief run's checkpoint, or
+/// any existing file inside a relief run directory. A new file is always fine.
+fn check_output(input: &Path, out: &Path) -> Result<()> {
+    if same_file(input, out) {
+        bail!(
+            "{}: --out is the input checkpoint itself ({}); writing it would replace the masked \
+             checkpoint with the compacted model. Choose another --out file",
+            out.display(),
+            input.display()
+        );
+    }
+    // `symlink_metadata`: a dangling link is still something that exists there.
+    if std::fs::symlink_metadata(out).is_err() {
+        return Ok(());
+    }
+    if let Some(kind) = run_checkpoint_kind(out) {
+        bail!(
+            "{}: is a relief run checkpoint (kind `{kind}`); export never overwrites one. Choose \
+             another --out file",
+            out.display()
+        );
+    }
+    if let Some(run) = enclosing_run_dir(out) {
+        bail!(
+            "{}: exists inside the relief run directory {} (it holds {CONFIG_FILE}); export never \
+             overwrites a file of a run. Choose an --out file that does not exist yet, or one \
+             outside the run directory",
+            out.display(),
+            run.display()
+        );
     }
     Ok(())
 }

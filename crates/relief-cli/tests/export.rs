@@ -1,6 +1,9 @@
 //! `relief export --compact`: a masked checkpoint becomes a smaller model file that reloads
 //! with `load_compact` and computes the masked model's logits.
 
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use relief_cli::checkpoint::Checkpoint;
@@ -156,4 +159,81 @@ fn eval_reads_compacted_models_and_agrees_with_the_masked_checkpoint() {
     assert_eq!(compacted["params_alive"], compacted["params_total"]);
     assert_eq!(compacted["params_total"].as_i64().unwrap(), small_params);
     assert!(c["compact_flops"].as_i64().unwrap() < c["dense_flops"].as_i64().unwrap());
+}
+
+/// A tiny real run (1 epoch, 1 iteration) in `tmp/run`.
+fn tiny_run(tmp: &Path) -> std::path::PathBuf {
+    let cfg = common::tiny_config(tmp, 1, 1);
+    let run = tmp.join("run");
+    common::run_expect(common::relief(&["run", "-q", "--no-plots"]).arg(&cfg).arg("--out").arg(&run), true);
+    run
+}
+
+/// Runs `relief export --compact input --out out`, expects a refusal naming `named` and saying
+/// what to do, and checks that `protected` is byte-for-byte as it was.
+fn assert_refused(input: &Path, out: &Path, named: &Path, protected: &[&Path]) -> String {
+    let before: Vec<Vec<u8>> = protected.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let o =
+        common::run_expect(common::relief(&["export", "--compact"]).arg(input).arg("--out").arg(out), false);
+    let msg = common::text(&o);
+    assert!(msg.contains(&named.display().to_string()), "{msg}");
+    assert!(msg.contains("Choose"), "says what to do: {msg}");
+    assert!(!msg.contains("panicked"), "{msg}");
+    for (p, b) in protected.iter().zip(&before) {
+        assert_eq!(&std::fs::read(p).unwrap(), b, "{} was modified", p.display());
+    }
+    msg
+}
+
+#[test]
+fn export_never_overwrites_the_input_or_a_run_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(tmp.path());
+    let iter1 = run.join("iter-001.safetensors");
+    let iter0 = run.join("iter-000.safetensors");
+    let init = run.join("init.safetensors");
+
+    // The command: the output is the input.
+    let msg = assert_refused(&iter1, &iter1, &iter1, &[&iter1]);
+    assert!(msg.contains("is the input checkpoint itself"), "{msg}");
+    // The same file reached through a symbolic link, a hard link and a `..` detour.
+    let link = tmp.path().join("link.safetensors");
+    std::os::unix::fs::symlink(&iter1, &link).unwrap();
+    let msg = assert_refused(&iter1, &link, &link, &[&iter1]);
+    assert!(msg.contains("is the input checkpoint itself"), "{msg}");
+    let hard = tmp.path().join("hard.safetensors");
+    std::fs::hard_link(&iter1, &hard).unwrap();
+    let msg = assert_refused(&hard, &iter1, &iter1, &[&iter1]);
+    assert!(msg.contains("is the input checkpoint itself"), "{msg}");
+    let detour = run.join("..").join("run").join("iter-001.safetensors");
+    assert_refused(&iter1, &detour, &detour, &[&iter1]);
+
+    // Another checkpoint of the run.
+    let msg = assert_refused(&iter1, &iter0, &iter0, &[&iter0, &iter1]);
+    assert!(msg.contains("relief run checkpoint (kind `iteration`)"), "{msg}");
+    let msg = assert_refused(&iter1, &init, &init, &[&init]);
+    assert!(msg.contains("kind `init`"), "{msg}");
+
+    // A run checkpoint copied out of its run directory is still protected by its header.
+    let copy = tmp.path().join("copy.safetensors");
+    std::fs::copy(&iter0, &copy).unwrap();
+    let msg = assert_refused(&iter1, &copy, &copy, &[&copy]);
+    assert!(msg.contains("relief run checkpoint"), "{msg}");
+
+    // Any other existing file of a run directory.
+    for name in ["config.resolved.toml", "metrics.json", "relief.log"] {
+        let f = run.join(name);
+        let msg = assert_refused(&iter1, &f, &f, &[&f]);
+        assert!(msg.contains("inside the relief run directory"), "{msg}");
+    }
+
+    // A new file is fine, even inside the run directory; and a plain file elsewhere can be
+    // overwritten.
+    let small = run.join("compact.safetensors");
+    export(&["--compact", iter1.to_str().unwrap(), "--out", small.to_str().unwrap()]);
+    assert!(small.is_file());
+    let elsewhere = tmp.path().join("small.safetensors");
+    std::fs::write(&elsewhere, b"old").unwrap();
+    export(&["--compact", iter1.to_str().unwrap(), "--out", elsewhere.to_str().unwrap()]);
+    load_compact(&elsewhere).unwrap();
 }
