@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{cmd_data, cmd_demo, cmd_eval, cmd_experiment, cmd_export, cmd_prune_step, cmd_report};
+use crate::{cmd_data, cmd_demo, cmd_eval, cmd_experiment, cmd_export, cmd_prune_step, cmd_report, cmd_study};
 
 const AFTER_HELP: &str = "\
 Experiments are TOML configs (see configs/ and docs/pipeline.md). A typical session:
@@ -10,7 +10,9 @@ Experiments are TOML configs (see configs/ and docs/pipeline.md). A typical sess
   relief run configs/demo.toml --set prune.method=magnitude --set name=magnitude
   relief report runs/<nnrelief-run> runs/<magnitude-run>
   relief eval runs/<run>/iter-005.safetensors
-  relief prune --resume runs/<run>                   continue an interrupted run";
+  relief prune --resume runs/<run>                   continue an interrupted run
+  relief study run configs/studies/sample-lenets.toml --jobs 2   a sweep, mean ± std over seeds
+  relief study submit STUDY.toml --slurm --partition gpu --gpus-per-task 1   the same on Slurm";
 
 /// NNrelief pruning (Dekhovich et al., arXiv 2109.10795) on libtorch, CPU or CUDA.
 #[derive(Debug, Parser)]
@@ -47,6 +49,10 @@ pub enum Command {
     /// Datasets: `fetch` the official archives (verified, resumable) into a directory, or
     /// `verify` that a directory loads (split sizes, image shape, class histogram).
     Data(cmd_data::DataArgs),
+    /// Studies: sweeps over seeds, alphas, models and methods (a study file's grid), run
+    /// locally on several devices (`run`) or on Slurm (`submit`), aggregated into mean ± std
+    /// tables and plots (`report`); see docs/studies.md.
+    Study(cmd_study::StudyArgs),
 }
 
 /// Runs one parsed command line.
@@ -61,6 +67,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::PruneStep(args) => cmd_prune_step::run(args),
         Command::Export(args) => cmd_export::run(args),
         Command::Data(args) => cmd_data::run(args),
+        Command::Study(args) => cmd_study::run(args),
     }
 }
 

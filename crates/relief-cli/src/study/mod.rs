@@ -1,0 +1,15 @@
+//! Studies: sweeps over seeds, alphas, models and methods. A study file (TOML) expands into
+//! points, each an ordinary relief config validated up front; points run as ordinary run
+//! directories under one study directory, locally ([`local`]) or on Slurm ([`slurm`]), and are
+//! aggregated into mean ± std tables over seeds ([`report`]). See `docs/studies.md`.
+
+pub mod directory;
+pub mod local;
+pub mod points;
+pub mod run_point;
+pub mod slurm;
+pub mod spec;
+pub mod state;
+pub mod band_plot;
+pub mod html;
+pub mod report;
