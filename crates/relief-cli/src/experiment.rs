@@ -1,7 +1,7 @@
 //! Running an experiment into a run directory: what `relief train`, `prune`, `run` and `demo`
 //! share. Low-level arguments (config file, `--set`, flags) become a [`Plan`]; the run
-//! directory is created (or reopened to resume), the resolved config written first, then the
-//! pipeline runs and the summary and plots are produced.
+//! directory is locked (created if new), then resumed, taken over or given the resolved config
+//! (see `open_run_dir`), then the pipeline runs and the summary and plots are produced.
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,15 @@ fn load(req: &Request) -> Result<(Config, String)> {
             }
             let path = dir.join(crate::rundir::CONFIG_FILE);
             if !path.is_file() {
+                // A process that has just created the directory holds its lock before it writes
+                // the config: say so rather than "not a run directory".
+                if let Some(pid) = RunDir::holder(dir).filter(|&p| p != std::process::id()) {
+                    bail!(
+                        "{}: in use by another relief process (pid {pid}), which has not written its \
+                         config yet; wait for it, then resume",
+                        dir.display()
+                    );
+                }
                 bail!("{}: not a relief run directory (no {})", dir.display(), crate::rundir::CONFIG_FILE);
             }
             let text = std::fs::read_to_string(&path)?;
@@ -77,28 +86,51 @@ fn load(req: &Request) -> Result<(Config, String)> {
     })
 }
 
-/// Opens `dir` for `plan`: resumes an existing run made with the same config, refuses one made
-/// with another (listing the differences), creates a new one otherwise.
-fn open_run_dir(dir: &Path, plan: &Plan) -> Result<(RunDir, bool)> {
-    if RunDir::is_run(dir) {
-        let run = RunDir::open(dir)?;
-        let old = run.read_config()?;
-        if old.hash() != plan.hash {
-            let diff = old.diff(&plan.config);
-            bail!(
-                "{}: holds a run with a different config; use another --out, or `relief prune --resume {}` \
-                 to continue it as it was. Differences (run -> now):\n  {}",
-                dir.display(),
-                dir.display(),
-                diff.join("\n  ")
-            );
-        }
-        Ok((run, true))
-    } else {
-        let run = RunDir::create(dir)?;
+/// How [`open_run_dir`] found the directory.
+enum Opened {
+    /// New (or the leftover of a start killed before it wrote its config).
+    Fresh,
+    /// A run made with the same config: continue it.
+    Resumed,
+    /// A run under another config in which no iteration completed: taken over (the message).
+    TakenOver(String),
+}
+
+/// Opens `dir` for `plan`. The lock is taken first (so a second process gets "in use by another
+/// relief process (pid N)"), then: a run made with the same config is resumed; one made with
+/// another config is taken over when nothing was saved in it (no `iter-*.safetensors`, no
+/// `state.safetensors`: the previous start failed before its first epoch was saved), refused
+/// otherwise (listing the differences); a new directory gets the config.
+fn open_run_dir(dir: &Path, plan: &Plan) -> Result<(RunDir, Opened)> {
+    let run = RunDir::acquire(dir)?;
+    if !RunDir::is_run(dir) {
         run.write_config(&plan.config)?;
-        Ok((run, false))
+        return Ok((run, Opened::Fresh));
     }
+    let old = run.read_config()?;
+    let old_hash = old.hash();
+    if old_hash == plan.hash {
+        return Ok((run, Opened::Resumed));
+    }
+    if run.has_progress() {
+        let diff = old.diff(&plan.config);
+        bail!(
+            "{}: holds a run with a different config; use another --out, or `relief prune --resume {}` \
+             to continue it as it was. Differences (run -> now):\n  {}",
+            dir.display(),
+            dir.display(),
+            diff.join("\n  ")
+        );
+    }
+    run.take_over(&plan.config)?;
+    let note = format!(
+        "{}: no iteration completed under the previous config (hash {old_hash}); starting over with \
+         this config (hash {})",
+        dir.display(),
+        plan.hash
+    );
+    eprintln!("relief: {note}");
+    Ok((run, Opened::TakenOver(note)))
 }
 
 /// Runs the request; prints the run directory first and the summary table last (stdout).
@@ -115,9 +147,13 @@ pub fn execute(req: Request) -> Result<()> {
         (_, Some(o)) => o.clone(),
         (_, None) => RunDir::fresh_path(&plan.name),
     };
-    let (run, resumed) = open_run_dir(&dir, &plan)?;
+    let (run, opened) = open_run_dir(&dir, &plan)?;
+    let resumed = matches!(opened, Opened::Resumed);
     println!("relief: run directory {}", run.path().display());
     logging::init_file_log(&run.log_path())?;
+    if let Opened::TakenOver(note) = &opened {
+        tracing::warn!("{note}");
+    }
     logging::install_panic_hook(run.log_path(), run.path().to_path_buf());
     if plan.config.threads > 0 {
         tch::set_num_threads(plan.config.threads as i32);

@@ -4,7 +4,8 @@
 //! RUN_DIR/
 //!   config.resolved.toml   the whole config, defaults filled in (written before any work)
 //!   relief.log             the log (tracing), appended by every session
-//!   run.lock               held (flock) while a process works in the directory
+//!   run.lock               held (flock) while a process works in the directory; holds the pid
+//!                          of the process that last took it
 //!   init.safetensors       the initial weights (rewinding)
 //!   state.safetensors      the training phase in progress: weights, masks, optimizer state,
 //!                          best weights so far, epochs done (rewritten after every epoch)
@@ -13,6 +14,13 @@
 //!   metrics.csv, metrics.json, summary.txt
 //!   plots/accuracy.{svg,png}, plots/layers.{svg,png}
 //! ```
+//!
+//! Starting or continuing a run takes the lock first ([`RunDir::acquire`]: create the directory,
+//! create and `flock` `run.lock`, write the pid into it) and only then looks at or writes the
+//! config, so two processes starting on the same directory never see each other's half-made
+//! directory: the second is told the directory is in use by the first (with its pid) and does
+//! not wait. A directory holding nothing but `run.lock` and temporary files (`*.tmp`), as a
+//! process killed while creating it leaves, is taken as new.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -31,6 +39,9 @@ pub struct RunDir {
 
 /// The resolved config's file name.
 pub const CONFIG_FILE: &str = "config.resolved.toml";
+
+/// The lock file's name.
+pub const LOCK_FILE: &str = "run.lock";
 
 impl RunDir {
     /// `runs/<local time>-<name>`, unique (a numeric suffix is added if needed).
@@ -55,21 +66,56 @@ impl RunDir {
         path.join(CONFIG_FILE).is_file()
     }
 
-    /// Creates a new run directory at `path` (which must not exist or be empty) and locks it.
-    pub fn create(path: &Path) -> Result<Self> {
-        if path.exists() {
-            // Empty, or holding only the lock of a process that died before writing its config.
-            let empty = std::fs::read_dir(path)
+    /// Whether `name` is left by a process that was creating the directory (the lock, or a
+    /// temporary file of an atomic write).
+    fn is_leftover(name: &std::ffi::OsStr) -> bool {
+        name == LOCK_FILE || name.to_string_lossy().ends_with(".tmp")
+    }
+
+    /// Takes `path` for a run: creates it when it does not exist, refuses an existing directory
+    /// that is neither a run directory nor the leftover of one being created (only `run.lock`
+    /// and `*.tmp`), then locks it (refused when another process holds it) and removes the
+    /// temporary files a killed process left. The caller then reads or writes the config.
+    pub fn acquire(path: &Path) -> Result<Self> {
+        if path.exists() && !path.is_dir() {
+            bail!("{}: exists and is not a directory", path.display());
+        }
+        if path.is_dir() && !Self::is_run(path) {
+            let names: Vec<std::ffi::OsString> = std::fs::read_dir(path)
                 .with_context(|| format!("{}: cannot list", path.display()))?
                 .flatten()
-                .all(|e| e.file_name() == "run.lock");
-            if !empty {
-                bail!("{}: exists and is not a relief run directory (no {CONFIG_FILE})", path.display());
+                .map(|e| e.file_name())
+                .collect();
+            let foreign: Vec<String> = names
+                .iter()
+                .filter(|n| !Self::is_leftover(n))
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            // A process creating the run may have renamed its config in place meanwhile (and
+            // then written its log): that is a run, not somebody else's directory.
+            if !foreign.is_empty() && !names.iter().any(|n| n == CONFIG_FILE) {
+                bail!(
+                    "{}: exists and is not a relief run directory (no {CONFIG_FILE}; it holds {}); \
+                     use another --out",
+                    path.display(),
+                    foreign.join(", ")
+                );
             }
         }
         std::fs::create_dir_all(path)
             .with_context(|| format!("{}: cannot create the run directory", path.display()))?;
-        Self::lock(path)
+        let run = Self::lock(path)?;
+        run.clean_temp()?;
+        Ok(run)
+    }
+
+    /// Creates a new run directory at `path` (which must not exist, or hold only what
+    /// [`RunDir::acquire`] accepts, and no run) and locks it.
+    pub fn create(path: &Path) -> Result<Self> {
+        if Self::is_run(path) {
+            bail!("{}: already holds a run ({CONFIG_FILE})", path.display());
+        }
+        Self::acquire(path)
     }
 
     /// Opens an existing run directory and locks it.
@@ -83,11 +129,48 @@ impl RunDir {
         Self::lock(path)
     }
 
+    /// The pid recorded in `path/run.lock` when that process is still alive: the process that
+    /// (most likely) holds the directory. Reads only; takes no lock.
+    pub fn holder(path: &Path) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(path.join(LOCK_FILE)).ok()?.trim().parse().ok()?;
+        #[cfg(unix)]
+        {
+            // SAFETY: signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            alive.then_some(pid)
+        }
+        #[cfg(not(unix))]
+        Some(pid)
+    }
+
+    /// The "in use" error for `path`, with the holder's pid from `run.lock` (it writes it
+    /// right after locking: a moment is allowed for that).
+    fn in_use(path: &Path) -> anyhow::Error {
+        let read =
+            || std::fs::read_to_string(path.join(LOCK_FILE)).ok().and_then(|t| t.trim().parse::<u32>().ok());
+        let mut pid = read();
+        for _ in 0..20 {
+            if pid.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            pid = read();
+        }
+        let pid = pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "pid not recorded".to_string());
+        anyhow!(
+            "{}: in use by another relief process ({pid}); wait for it to finish (or stop it), \
+             or use another --out",
+            path.display()
+        )
+    }
+
     #[cfg(unix)]
     fn lock(path: &Path) -> Result<Self> {
+        use std::io::Write;
         use std::os::unix::io::AsRawFd;
-        let lock_path = path.join("run.lock");
-        let file = std::fs::OpenOptions::new()
+        let lock_path = path.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -96,8 +179,16 @@ impl RunDir {
         // SAFETY: flock on a file descriptor we own; released when the process ends.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            bail!("{}: another relief process is working in this run directory", path.display());
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(Self::in_use(path));
+            }
+            bail!("{}: cannot lock: {err}", lock_path.display());
         }
+        // Record who holds it, for the message another process gets.
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("{}: cannot write", lock_path.display()))?;
         Ok(Self { root: path.to_path_buf(), _lock: Some(file) })
     }
 
@@ -167,6 +258,31 @@ impl RunDir {
         (0..).take_while(|&i| self.iteration_path(i).is_file()).collect()
     }
 
+    /// Whether any work was saved here: an `iter-*.safetensors` (any iteration, not only the
+    /// completed prefix) or a `state.safetensors` (a training phase in progress).
+    pub fn has_progress(&self) -> bool {
+        self.state_path().exists()
+            || std::fs::read_dir(&self.root).into_iter().flatten().flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("iter-") && n.ends_with(".safetensors")
+            })
+    }
+
+    /// Replaces the config of a run in which nothing was saved yet ([`RunDir::has_progress`]
+    /// is false): removes what the previous config left that the pipeline would reuse (its
+    /// `init.safetensors`), then writes `cfg`.
+    pub fn take_over(&self, cfg: &Config) -> Result<()> {
+        if self.has_progress() {
+            bail!("{}: holds saved iterations; it cannot be taken over", self.root.display());
+        }
+        let init = self.init_path();
+        if init.exists() {
+            std::fs::remove_file(&init).with_context(|| format!("{}: cannot remove", init.display()))?;
+        }
+        self.write_config(cfg)
+    }
+
     /// Removes temporary files left by a killed process.
     pub fn clean_temp(&self) -> Result<()> {
         for dir in [self.root.clone(), self.plots_dir()] {
@@ -205,5 +321,65 @@ mod tests {
         assert!(RunDir::open(&dir).is_ok());
         assert!(RunDir::create(&dir).is_err(), "non-empty");
         assert!(RunDir::open(&tmp.path().join("nope")).is_err());
+    }
+
+    #[test]
+    fn a_locked_directory_names_the_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        let run = RunDir::acquire(&dir).unwrap();
+        let pid = std::process::id();
+        assert_eq!(std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap().trim(), pid.to_string());
+        assert_eq!(RunDir::holder(&dir), Some(pid));
+        // flock conflicts between two open files even in one process.
+        let msg = format!("{:#}", RunDir::acquire(&dir).unwrap_err());
+        assert!(msg.contains(&format!("in use by another relief process (pid {pid})")), "{msg}");
+        assert!(!msg.contains("not a relief run directory"), "{msg}");
+        drop(run);
+        RunDir::acquire(&dir).unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_start_are_accepted_and_cleaned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(LOCK_FILE), b"999999\n").unwrap();
+        std::fs::write(dir.join("config.resolved.toml.4242.tmp"), b"half a con").unwrap();
+        let run = RunDir::acquire(&dir).unwrap();
+        assert!(!dir.join("config.resolved.toml.4242.tmp").exists());
+        run.write_config(&Config::default()).unwrap();
+        assert!(RunDir::is_run(&dir));
+        drop(run);
+        // Anything else makes it somebody else's directory.
+        let other = tmp.path().join("o");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+        let msg = format!("{:#}", RunDir::acquire(&other).unwrap_err());
+        assert!(msg.contains("not a relief run directory") && msg.contains("notes.txt"), "{msg}");
+        assert!(!other.join(LOCK_FILE).exists(), "nothing written into a foreign directory");
+        std::fs::write(tmp.path().join("f"), b"").unwrap();
+        assert!(RunDir::acquire(&tmp.path().join("f")).is_err());
+    }
+
+    #[test]
+    fn take_over_only_without_progress() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        let run = RunDir::acquire(&dir).unwrap();
+        run.write_config(&Config::default()).unwrap();
+        std::fs::write(run.init_path(), b"old init").unwrap();
+        assert!(!run.has_progress());
+        let mut other = Config::default();
+        other.seed += 1;
+        run.take_over(&other).unwrap();
+        assert_eq!(run.read_config().unwrap(), other);
+        assert!(!run.init_path().exists(), "the previous config's init is not reused");
+        std::fs::write(run.iteration_path(2), b"x").unwrap();
+        assert!(run.has_progress(), "any iteration file counts");
+        assert!(run.take_over(&Config::default()).is_err());
+        std::fs::remove_file(run.iteration_path(2)).unwrap();
+        std::fs::write(run.state_path(), b"x").unwrap();
+        assert!(run.has_progress());
     }
 }
