@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::checkpoint::write_atomic;
@@ -13,7 +13,8 @@ use crate::report::{self, RunSummary};
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Run directories; several runs (e.g. NNrelief and magnitude) are compared in one table
-    /// and on the same charts.
+    /// and on the same charts. A study directory (with `points.json`) gets the study report
+    /// instead: mean ± std over seeds per group, written to `STUDY_DIR/report` by default.
     #[arg(required = true, value_name = "RUN_DIR")]
     pub runs: Vec<PathBuf>,
     /// Where `summary.txt` and the plots go. Default: `RUN_DIR/plots` for one run,
@@ -27,6 +28,18 @@ pub struct ReportArgs {
 
 /// Runs `relief report`.
 pub fn run(args: ReportArgs) -> Result<()> {
+    // A study directory (it has `points.json`): the study report, aggregated over seeds.
+    if let Some(study) = args.runs.iter().find(|d| d.join(crate::study::points::POINTS_FILE).is_file()) {
+        if args.runs.len() > 1 {
+            bail!(
+                "{} is a study directory: report it on its own (`relief report {}`), not with other runs",
+                study.display(),
+                study.display()
+            );
+        }
+        crate::study::report::run(study, args.out.as_deref(), !args.no_plots)?;
+        return Ok(());
+    }
     let runs: Vec<RunSummary> = args.runs.iter().map(|d| RunSummary::load(d)).collect::<Result<_>>()?;
     let text = report::text(&runs);
     print!("{text}");

@@ -24,11 +24,11 @@ use plotters_backend::{
 use crate::checkpoint::write_atomic;
 use crate::report::RunSummary;
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 static REGISTER: Once = Once::new();
 const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     REGISTER.call_once(|| {
         let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
     });
@@ -210,16 +210,16 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-fn e<E: std::fmt::Debug>(err: E) -> anyhow::Error {
+pub(crate) fn e<E: std::fmt::Debug>(err: E) -> anyhow::Error {
     anyhow!("drawing failed: {err:?}")
 }
 
 /// `100`, `12.5`, `3.13`, `0.5` — short labels for a log axis.
-fn pct_label(v: f64) -> String {
+pub(crate) fn pct_label(v: f64) -> String {
     if v >= 10.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
@@ -232,7 +232,7 @@ fn pct_label(v: f64) -> String {
 }
 
 /// `(lo, hi)` with a margin, never empty.
-fn padded(values: impl Iterator<Item = f64>, pad: f64, clamp: (f64, f64)) -> (f64, f64) {
+pub(crate) fn padded(values: impl Iterator<Item = f64>, pad: f64, clamp: (f64, f64)) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
         lo = lo.min(v);
@@ -246,7 +246,7 @@ fn padded(values: impl Iterator<Item = f64>, pad: f64, clamp: (f64, f64)) -> (f6
 }
 
 /// Tick values `c * 10^k` (coarsest ladder giving at least four ticks) within `[lo, hi]`.
-fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let ladders: [&[f64]; 3] =
         [&[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 5.0, 7.0], &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]];
     let mut ticks = Vec::new();
@@ -270,10 +270,10 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 /// The remaining-parameters axis: logarithmic and reversed (`hi` at the left), with `ticks`
 /// as its key points.
 #[derive(Clone)]
-struct RemainingAxis {
-    lo: f64,
-    hi: f64,
-    ticks: Vec<f64>,
+pub(crate) struct RemainingAxis {
+    pub(crate) lo: f64,
+    pub(crate) hi: f64,
+    pub(crate) ticks: Vec<f64>,
 }
 
 impl Ranged for RemainingAxis {
@@ -348,13 +348,13 @@ fn accuracy_panel<DB: DrawingBackend>(
 }
 
 /// Height of the legend strip above the charts.
-fn legend_height(runs: usize) -> u32 {
+pub(crate) fn legend_height(runs: usize) -> u32 {
     20 + 24 * runs.max(1) as u32
 }
 
 /// One legend line per run, above the charts (never over the data): a line sample with a
 /// marker (`bars = false`) or a filled box, then the label.
-fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, labels: &[String], bars: bool) -> Result<()> {
+pub(crate) fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, labels: &[String], bars: bool) -> Result<()> {
     let style = (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
     for (i, label) in labels.iter().enumerate() {
         let c = color(i);
