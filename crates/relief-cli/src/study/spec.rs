@@ -160,8 +160,11 @@ fn short_hash(s: &str) -> String {
 
 /// Builds an id from `(label, value)` pairs, cutting long ones.
 fn make_id(parts: &[(String, String)]) -> String {
-    let full = parts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let full = clean(&full);
+    // Keys and values lose `,` and `=` too, so the id splits back into its parts.
+    let part = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '_' }).collect()
+    };
+    let full = parts.iter().map(|(k, v)| format!("{}={}", part(k), part(v))).collect::<Vec<_>>().join(",");
     if full.is_empty() {
         return "base".into();
     }
@@ -534,7 +537,7 @@ mod tests {
     fn ids_are_readable_and_cut_when_long() {
         let parts = vec![("model".to_string(), "lenet5".to_string()), ("seed".to_string(), "1".to_string())];
         assert_eq!(make_id(&parts), "model=lenet5,seed=1");
-        assert_eq!(make_id(&[("milestones".into(), "[20, 40]".into())]), "milestones=_20_40_");
+        assert_eq!(make_id(&[("milestones".into(), "[20, 40]".into())]), "milestones=_20__40_");
         let long: Vec<(String, String)> = (0..20).map(|i| (format!("key{i}"), "value".to_string())).collect();
         let id = make_id(&long);
         assert!(id.len() <= MAX_ID, "{id}");
