@@ -275,3 +275,28 @@ fn is_locked(f: &std::fs::File) -> bool {
     // SAFETY: flock on a descriptor we own; an acquired lock is released when `f` drops.
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
 }
+
+#[test]
+fn every_study_preset_validates() {
+    let presets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/studies").canonicalize().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    for d in ["mnist", "mnist-sample", "cifar10", "cifar100", "tiny-imagenet"] {
+        std::fs::create_dir_all(cwd.path().join("data").join(d)).unwrap();
+    }
+    let mut n = 0;
+    for entry in std::fs::read_dir(&presets).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let o =
+            run_expect(relief(&["study", "run"]).arg(&path).arg("--dry-run").current_dir(cwd.path()), true);
+        let out = text(&o);
+        assert!(out.contains("all valid"), "{}: {out}", path.display());
+        // NNrelief and magnitude at equal budget over three seeds, in every preset.
+        assert!(out.contains("method=magnitude,seed=2") && out.contains("method=nnrelief,seed=0"), "{out}");
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} presets in {}", presets.display());
+    assert!(!cwd.path().join("studies").exists(), "--dry-run wrote a study directory");
+}
