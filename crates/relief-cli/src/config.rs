@@ -296,6 +296,11 @@ pub struct PruneSection {
     pub magnitude_scope: MagnitudeScope,
     /// Magnitude: share of the still-unpruned weights kept at each iteration, in (0, 1).
     pub magnitude_keep: f64,
+    /// Magnitude at equal budget: an NNrelief run directory; at every iteration `i` each layer
+    /// keeps exactly as many weights as that run's `iter-<i>.safetensors` weight mask (ranked by
+    /// `|w|` within the layer). `magnitude_keep` and `magnitude_scope` are then ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub magnitude_match: Option<PathBuf>,
 }
 
 impl Default for PruneSection {
@@ -311,6 +316,7 @@ impl Default for PruneSection {
             rewind: false,
             magnitude_scope: MagnitudeScope::Global,
             magnitude_keep: 0.5,
+            magnitude_match: None,
         }
     }
 }
@@ -325,7 +331,7 @@ fn parse_value(raw: &str) -> toml::Value {
 }
 
 /// Puts `value` at the dotted `key` of `tree`, creating tables on the way.
-fn insert(tree: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+pub(crate) fn insert(tree: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.trim().is_empty()) {
         bail!("--set {key}: empty component in the key");
@@ -524,6 +530,17 @@ mod tests {
         assert!(err.contains("prune.iterations"), "{err}");
         assert!(set("prune").is_err());
         assert!(set("model.x=1").is_err());
+    }
+
+    #[test]
+    fn magnitude_match_is_optional_and_keeps_existing_hashes() {
+        let c = Config::default();
+        assert!(!c.to_toml().contains("magnitude_match"));
+        let o = vec![set("prune.method=magnitude").unwrap(), set("prune.magnitude_match=runs/x").unwrap()];
+        let m = Config::from_toml_with("", "x.toml", &o).unwrap();
+        assert_eq!(m.prune.magnitude_match, Some(PathBuf::from("runs/x")));
+        assert!(m.to_toml().contains("magnitude_match = \"runs/x\""));
+        assert_eq!(Config::from_toml(&m.to_toml(), "resolved").unwrap(), m);
     }
 
     #[test]

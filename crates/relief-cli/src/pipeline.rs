@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! iteration 0: train from scratch (or load `pretrained`) -> evaluate -> iter-000
-//! iteration i: prune (NNrelief or magnitude) -> evaluate -> [rewind to init] -> retrain with
+//! iteration i: prune (NNrelief, magnitude, or magnitude matched to an NNrelief run's per-layer
+//!              counts at its iteration i) -> evaluate -> [rewind to init] -> retrain with
 //!              fixed masks, keeping the selected epoch's weights -> evaluate -> iter-i
 //! ```
 //!
@@ -329,7 +330,7 @@ impl<'a> Pipeline<'a> {
             Some(s) => s,
             None => {
                 let t = Instant::now();
-                self.prune()?;
+                self.prune(it)?;
                 let acc_before = self.test_acc()?;
                 let a = account(&self.model.graph, &self.masks);
                 self.progress.line(&format!(
@@ -368,8 +369,39 @@ impl<'a> Pipeline<'a> {
         Ok(row)
     }
 
-    /// One pruning call: NNrelief on the pruning batch, or magnitude.
-    fn prune(&mut self) -> Result<()> {
+    /// The weight counts per layer (graph order) that the matched NNrelief run in `run` kept at
+    /// iteration `it`, from the weight masks of its `iter-<it>.safetensors`.
+    fn matched_counts(&self, run: &Path, it: usize) -> Result<Vec<i64>> {
+        let path = run.join(format!("iter-{it:03}.safetensors"));
+        if !path.is_file() {
+            bail!(
+                "{}: no such file; the matched NNrelief run has not completed iteration {it} \
+                 (prune.magnitude_match = {:?})",
+                path.display(),
+                run.display().to_string()
+            );
+        }
+        let ck = Checkpoint::read(&path)?;
+        if !ck.has_masks() {
+            bail!("{}: no masks in the checkpoint (prune.magnitude_match)", path.display());
+        }
+        let masks = ck.masks(&self.model, &path).context("prune.magnitude_match")?;
+        self.model
+            .graph
+            .layers
+            .iter()
+            .map(|l| {
+                let name = l.weight_name();
+                masks
+                    .kept(&name)
+                    .map(|(k, _)| k)
+                    .ok_or_else(|| anyhow!("{}: no mask for {name}", path.display()))
+            })
+            .collect()
+    }
+
+    /// One pruning call (iteration `it`): NNrelief on the pruning batch, or magnitude.
+    fn prune(&mut self, it: usize) -> Result<()> {
         match &self.plan.method {
             PruneMethod::Nnrelief(cfg) => {
                 let (x, _) = self
@@ -399,6 +431,12 @@ impl<'a> Pipeline<'a> {
                     }
                 };
                 magnitude_prune(&self.model.graph, &self.params, &mut self.masks, &target)?;
+            }
+            PruneMethod::MagnitudeMatch { run } => {
+                let counts = self.matched_counts(run, it)?;
+                let target = MagnitudeTarget::PerLayerCount(counts);
+                magnitude_prune(&self.model.graph, &self.params, &mut self.masks, &target)
+                    .with_context(|| format!("prune.magnitude_match: iteration {it} of {}", run.display()))?;
             }
         }
         self.masks.apply(&self.params);

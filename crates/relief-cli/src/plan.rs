@@ -11,6 +11,7 @@ use relief_models::Arch;
 use tch::Device;
 
 use crate::config::{Config, MagnitudeScope, Method, Selection, TrainConfig, ValSpec};
+use crate::rundir::{RunDir, CONFIG_FILE};
 use crate::util::parse_device;
 
 /// Which stages a command runs.
@@ -35,6 +36,12 @@ pub enum PruneMethod {
         scope: MagnitudeScope,
         /// Share of the remaining weights kept at each iteration.
         keep: f64,
+    },
+    /// Magnitude pruning at equal budget: at iteration `i`, every layer keeps as many weights
+    /// as the NNrelief run in `run` kept at its iteration `i` (`prune.magnitude_match`).
+    MagnitudeMatch {
+        /// The matched NNrelief run directory.
+        run: PathBuf,
     },
 }
 
@@ -105,9 +112,79 @@ fn must_exist(field: &str, path: &Path, dir: bool, problems: &mut Vec<String>) {
     }
 }
 
+/// The checks of `prune.magnitude_match` that read the matched run directory: it exists, is a
+/// relief run directory (has `config.resolved.toml`), ran NNrelief on the same model, class
+/// count and dataset, and has at least `prune.iterations` iterations. One problem per line,
+/// each naming `prune.magnitude_match`; empty when the option is unset or everything fits.
+/// Whether the run has *completed* those iterations is checked at each pruning step instead.
+pub fn check_magnitude_match(config: &Config) -> Vec<String> {
+    let Some(dir) = &config.prune.magnitude_match else { return Vec::new() };
+    let field = format!("prune.magnitude_match = {:?}", dir.display().to_string());
+    if !dir.is_dir() {
+        return vec![format!("{field}: no such directory (expected an NNrelief run directory)")];
+    }
+    let path = dir.join(CONFIG_FILE);
+    if !path.is_file() {
+        return vec![format!("{field}: not a relief run directory (no {CONFIG_FILE})")];
+    }
+    let matched = match std::fs::read_to_string(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Config::from_toml(&text, &path.display().to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => return vec![format!("{field}: cannot read its {CONFIG_FILE}: {e:#}")],
+    };
+    let mut problems = Vec::new();
+    if matched.prune.method != Method::Nnrelief {
+        problems.push(format!(
+            "{field}: that run uses prune.method = \"{}\", expected an NNrelief run",
+            matched.prune.method
+        ));
+    }
+    if matched.model != config.model {
+        problems
+            .push(format!("{field}: that run's model is {:?}, this run's {:?}", matched.model, config.model));
+    }
+    if matched.data.dataset != config.data.dataset {
+        problems.push(format!(
+            "{field}: that run's data.dataset is {:?}, this run's {:?}",
+            matched.data.dataset.kind().name(),
+            config.data.dataset.kind().name()
+        ));
+    }
+    let classes = |c: &Config| c.num_classes.unwrap_or(c.data.dataset.kind().classes());
+    if classes(&matched) != classes(config) {
+        problems.push(format!(
+            "{field}: that run has {} classes (num_classes), this run {}",
+            classes(&matched),
+            classes(config)
+        ));
+    }
+    if matched.prune.iterations < config.prune.iterations {
+        problems.push(format!(
+            "{field}: that run has prune.iterations = {}, fewer than this run's {}",
+            matched.prune.iterations, config.prune.iterations
+        ));
+    }
+    problems
+}
+
 impl Plan {
     /// Validates `config` for `stages`; `origin` (the config file) prefixes the error.
     pub fn new(config: Config, stages: Stages, origin: &str) -> Result<Self> {
+        Self::build(config, stages, origin, false)
+    }
+
+    /// Like [`Plan::new`], but a `prune.magnitude_match` directory that does not hold a run yet
+    /// (no such directory, or no `config.resolved.toml` in it) is accepted: for validating a
+    /// magnitude run before its matched NNrelief run has started (a study). The structural checks
+    /// stay, and a matched directory that already holds a run is checked as by [`Plan::new`]
+    /// ([`check_magnitude_match`]).
+    pub fn new_deferring_match(config: Config, stages: Stages, origin: &str) -> Result<Self> {
+        Self::build(config, stages, origin, true)
+    }
+
+    fn build(config: Config, stages: Stages, origin: &str, defer_match: bool) -> Result<Self> {
         let mut problems = Vec::new();
         let arch = match config.model.parse::<Arch>() {
             Ok(a) => Some(a),
@@ -209,6 +286,14 @@ impl Plan {
                 }
             }
         }
+        if let (Some(dir), Method::Nnrelief) = (&p.magnitude_match, p.method) {
+            problems.push(format!(
+                "prune.magnitude_match = {:?} is only valid with prune.method = \"magnitude\" (this run uses \
+                 \"{}\"); remove it or set prune.method = \"magnitude\"",
+                dir.display().to_string(),
+                p.method
+            ));
+        }
         let method = match p.method {
             Method::Nnrelief => {
                 let cfg = PruneConfig {
@@ -229,6 +314,13 @@ impl Plan {
                     problems.push(format!("prune.batch_size = {}: expected >= 1", p.batch_size));
                 }
                 PruneMethod::Nnrelief(cfg)
+            }
+            Method::Magnitude if p.magnitude_match.is_some() => {
+                let run = p.magnitude_match.clone().expect("matched");
+                if !defer_match || RunDir::is_run(&run) {
+                    problems.extend(check_magnitude_match(&config));
+                }
+                PruneMethod::MagnitudeMatch { run }
             }
             Method::Magnitude => {
                 if !(p.magnitude_keep > 0.0 && p.magnitude_keep < 1.0) {
@@ -283,6 +375,9 @@ impl Plan {
             PruneMethod::Magnitude { scope, keep } => {
                 format!("magnitude ({scope:?}, keep {keep} per iteration)")
             }
+            PruneMethod::MagnitudeMatch { run } => {
+                format!("magnitude at equal budget with the NNrelief run {} (per layer)", run.display())
+            }
         };
         format!(
             "{} ({}) on {} from {}, {} iteration(s) of {method}, device {:?}",
@@ -334,6 +429,72 @@ mod tests {
         ] {
             assert!(err.contains(want), "missing {want:?} in {err}");
         }
+    }
+
+    fn matched(dir: &Path) -> Config {
+        let mut c = demo();
+        c.prune.method = Method::Magnitude;
+        c.prune.magnitude_match = Some(dir.to_path_buf());
+        c
+    }
+
+    #[test]
+    fn magnitude_match_needs_the_magnitude_method() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = matched(tmp.path());
+        c.prune.method = Method::Nnrelief;
+        for err in [
+            Plan::new(c.clone(), Stages::All, "x").unwrap_err().to_string(),
+            Plan::new_deferring_match(c, Stages::All, "x").unwrap_err().to_string(),
+        ] {
+            assert!(err.contains("prune.magnitude_match") && err.contains("prune.method"), "{err}");
+        }
+    }
+
+    #[test]
+    fn magnitude_match_checks_the_matched_run_unless_deferred() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Not yet there: refused now, accepted when deferred.
+        let missing = tmp.path().join("later");
+        let err = Plan::new(matched(&missing), Stages::All, "x").unwrap_err().to_string();
+        assert!(err.contains("prune.magnitude_match") && err.contains("no such directory"), "{err}");
+        let p = Plan::new_deferring_match(matched(&missing), Stages::All, "x").unwrap();
+        assert_eq!(p.method, PruneMethod::MagnitudeMatch { run: missing.clone() });
+        assert!(p.describe().contains("equal budget"), "{}", p.describe());
+        // A directory that is not a run.
+        let err = Plan::new(matched(tmp.path()), Stages::All, "x").unwrap_err().to_string();
+        assert!(err.contains("not a relief run directory"), "{err}");
+        // magnitude_keep is ignored with a match.
+        let mut c = matched(&missing);
+        c.prune.magnitude_keep = 7.0;
+        Plan::new_deferring_match(c, Stages::All, "x").unwrap();
+        // A run of another model, method and length: every problem named, deferred or not.
+        let run = tmp.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let mut other = demo();
+        other.model = "lenet5".into();
+        other.prune.method = Method::Magnitude;
+        other.prune.iterations = 2;
+        std::fs::write(run.join(CONFIG_FILE), other.to_toml()).unwrap();
+        let mut c = matched(&run);
+        c.model = "lenet300-100".into();
+        for err in [
+            Plan::new(c.clone(), Stages::All, "x").unwrap_err().to_string(),
+            Plan::new_deferring_match(c.clone(), Stages::All, "x").unwrap_err().to_string(),
+        ] {
+            for want in ["\"lenet5\"", "prune.iterations = 2", "NNrelief run", "3 problems"] {
+                assert!(err.contains(want), "missing {want:?} in {err}");
+            }
+        }
+        assert_eq!(check_magnitude_match(&c).len(), 3);
+        // The same run, fitting: accepted.
+        other.model = c.model.clone();
+        other.prune.method = Method::Nnrelief;
+        other.prune.iterations = 5;
+        std::fs::write(run.join(CONFIG_FILE), other.to_toml()).unwrap();
+        assert!(check_magnitude_match(&c).is_empty());
+        let p = Plan::new(c, Stages::All, "x").unwrap();
+        assert_eq!(p.method, PruneMethod::MagnitudeMatch { run });
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The magnitude-pruning baseline, through the same [`MaskSet`].
 //!
-//! Keeps the largest `|w|` among the still-unmasked weights: per layer to a given keep fraction
-//! (e.g. NNrelief's own per-layer fractions, for a comparison at equal budget), or globally over
-//! all prunable weights to one target fraction. Biases and shortcut masks are left alone.
+//! Keeps the largest `|w|` among the still-unmasked weights: per layer to a given keep fraction,
+//! per layer to an exact count of weights (e.g. the counts an NNrelief run kept, for a comparison
+//! at equal budget), or globally over all prunable weights to one target fraction. Biases and
+//! shortcut masks are left alone.
 
 use tch::{Kind, Tensor};
 
@@ -18,6 +19,10 @@ pub enum MagnitudeTarget {
     PerLayer(Vec<f64>),
     /// Keep fraction of all prunable weights, ranked together.
     Global(f64),
+    /// Exact number of weights to keep per layer, graph order. Each count must lie between 0
+    /// and the layer's still-unmasked weights (masks only shrink). Ties in `|w|` are broken
+    /// deterministically: the lower flat (row-major) index is kept first.
+    PerLayerCount(Vec<i64>),
 }
 
 fn weight<'a>(params: &'a TensorMap, name: &str) -> Result<&'a Tensor, CoreError> {
@@ -33,6 +38,21 @@ fn top_k_mask(scores: &Tensor, k: i64) -> Tensor {
         let _ = mask.index_fill_(0, &idx, 1.0);
     }
     mask.view_as(scores)
+}
+
+/// Keeps exactly `k` of the entries where `mask` is set: the largest `scores`, ties to the lower
+/// flat index (stable sort); entries where `mask` is 0 are never kept. A 0/1 `f32` tensor.
+fn exact_count_mask(scores: &Tensor, mask: &Tensor, k: i64) -> Tensor {
+    let flat = scores.flatten(0, -1).to_kind(Kind::Float);
+    let alive = mask.flatten(0, -1).gt(0.0);
+    // Masked entries rank below every live one (|w| >= 0).
+    let ranked = flat.where_self(&alive, &Tensor::full_like(&flat, -1.0));
+    let mut keep = Tensor::zeros_like(&flat);
+    if k > 0 {
+        let (_, order) = ranked.sort_stable(true, 0, true);
+        let _ = keep.index_fill_(0, &order.narrow(0, 0, k), 1.0);
+    }
+    keep.view_as(scores)
 }
 
 /// Updates the weight masks of `masks` by magnitude (monotone: masked weights stay masked).
@@ -67,6 +87,31 @@ pub fn magnitude_prune(
                     let k = (f * s.numel() as f64).round() as i64;
                     let new = top_k_mask(s, k) * masks.get(name).expect("checked");
                     masks.set(name, new);
+                }
+            }
+            MagnitudeTarget::PerLayerCount(counts) => {
+                if counts.len() != scored.len() {
+                    return Err(CoreError::Invalid(format!(
+                        "{} keep counts for {} layers",
+                        counts.len(),
+                        scored.len()
+                    )));
+                }
+                for ((name, s), &k) in scored.iter().zip(counts) {
+                    let old = masks.get(name).expect("checked");
+                    let alive = old.gt(0.0).sum(Kind::Int64).int64_value(&[]);
+                    if !(0..=alive).contains(&k) {
+                        return Err(CoreError::Invalid(format!(
+                            "{name}: cannot keep {k} weights, {alive} of {} are still unmasked (expected \
+                             0..={alive}; masks only shrink)",
+                            s.numel()
+                        )));
+                    }
+                }
+                for ((name, s), &k) in scored.iter().zip(counts) {
+                    let old = masks.get(name).expect("checked");
+                    let new = exact_count_mask(s, old, k) * old;
+                    masks.set(name, new.to_kind(Kind::Float));
                 }
             }
             MagnitudeTarget::Global(f) => {
