@@ -8,6 +8,10 @@
 //! run directory. A failed point does not stop the others; a point that depends on a failed
 //! one (a matched magnitude point) is not started. Children die with the executor
 //! (`PR_SET_PDEATHSIG`), so a killed study leaves no orphan holding a run directory.
+//!
+//! The live view: on a terminal, one bar for the study (done / running / failed / pending,
+//! ETA) and one per running point (its completed iterations, read from its run directory);
+//! otherwise one line per state change.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +96,13 @@ struct Running {
     slot: usize,
     child: Child,
     started: Instant,
+    /// The point's own bar (iterations completed, read from its run directory).
+    bar: crate::progress::Bar,
+}
+
+/// Iterations whose checkpoints exist in a run directory (the longest prefix 0, 1, ...).
+fn iterations_done(run_dir: &Path) -> u64 {
+    (0..).take_while(|i| run_dir.join(format!("iter-{i:03}.safetensors")).is_file()).count() as u64
 }
 
 fn spawn(
@@ -207,6 +218,7 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
     let mut failed = Vec::new();
     let mut finished = 0usize;
     let mut durations: Vec<f64> = Vec::new();
+    let mut last_poll = Instant::now();
     let counts = |state: &[PointState]| -> BTreeMap<PointState, usize> {
         let mut m = BTreeMap::new();
         for s in state {
@@ -273,13 +285,16 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
             match spawn(&exe, &dir, i, &entry.id, device, t) {
                 Ok(child) => {
                     state[i] = PointState::Running;
+                    let iters = study.points[i].config.prune.iterations as u64 + 1;
+                    let pbar = progress.bar(iters, &entry.id, "iters");
+                    pbar.set_message(format!("on {device}"));
                     progress.line(&format!(
                         "[{}] started {} on {device} (log {})",
                         view(&state, &durations),
                         entry.id,
                         log_path(&dir, &entry.id).display()
                     ));
-                    running.push(Running { index: i, slot, child, started: Instant::now() });
+                    running.push(Running { index: i, slot, child, started: Instant::now(), bar: pbar });
                 }
                 Err(e) => {
                     free.push(slot);
@@ -305,6 +320,12 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
+        if progress.mode() == Mode::Bars && last_poll.elapsed() > Duration::from_secs(1) {
+            last_poll = Instant::now();
+            for job in &running {
+                job.bar.set_position(iterations_done(&dir.join(&study.points[job.index].entry.run_dir)));
+            }
+        }
         let mut r = 0;
         while r < running.len() {
             let exited = running[r].child.try_wait().context("waiting for a point's process")?;
@@ -313,6 +334,7 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
                 continue;
             };
             let job = running.remove(r);
+            job.bar.finish();
             free.push(job.slot);
             let id = study.points[job.index].entry.id.clone();
             let secs = job.started.elapsed().as_secs_f64();
