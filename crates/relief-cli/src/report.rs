@@ -108,6 +108,11 @@ impl RunSummary {
                     format!("NNrelief (alpha_fc {})", p.alpha_fc)
                 }
             }
+            Method::Magnitude if p.magnitude_match.is_some() => {
+                let run = p.magnitude_match.as_ref().expect("checked");
+                let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                format!("magnitude (NNrelief budget of {name})")
+            }
             Method::Magnitude => {
                 let scope = match p.magnitude_scope {
                     MagnitudeScope::Global => "global",
