@@ -194,6 +194,26 @@ fn ignored_for_match(key: &str) -> bool {
     key == "prune.method" || key == "name" || key.starts_with("prune.magnitude_")
 }
 
+/// `dir` made absolute and free of symbolic links (the part that exists is canonicalised), so
+/// the study directory has one spelling whichever way it was named.
+pub fn canonical_dir(workdir: &Path, dir: &Path) -> PathBuf {
+    let abs = absolute(workdir, dir);
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(c, |acc: PathBuf, part| acc.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 fn absolute(workdir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -275,7 +295,7 @@ impl Study {
     /// Expands a resolved study file into validated points.
     pub fn expand(file: StudyFile, out: &Path, origin: &str) -> Result<Self> {
         let workdir = file.workdir.clone().expect("resolved");
-        let out_abs = absolute(&workdir, out);
+        let out_abs = canonical_dir(&workdir, out);
         let BaseSpec::Inline(base) = &file.base else { unreachable!("resolved") };
         let mut problems = Vec::new();
         if file.name.trim().is_empty() || clean(&file.name) != file.name {
