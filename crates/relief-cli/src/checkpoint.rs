@@ -92,6 +92,77 @@ pub fn run_checkpoint_kind(path: &Path) -> Option<String> {
         .then(|| kind.clone())
 }
 
+/// Refuses what is not a regular file: a directory (naming the newest iteration checkpoint it
+/// holds, if any) or a missing path.
+pub fn check_is_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let newest = std::fs::read_dir(path)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("iter-") && n.ends_with(".safetensors"))
+            .max();
+        let hint = match newest {
+            Some(n) => format!("e.g. {}", path.join(n).display()),
+            None => format!("e.g. {}", path.join("iter-NNN.safetensors").display()),
+        };
+        bail!(
+            "{}: is a directory, not a checkpoint file; give a checkpoint inside it ({hint})",
+            path.display()
+        );
+    }
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    Ok(())
+}
+
+/// Counts of NaN and infinite entries of a floating tensor (`(0, 0)` for other kinds).
+pub fn non_finite(t: &Tensor) -> (i64, i64) {
+    if !t.is_floating_point() || t.numel() == 0 || t.isfinite().all().int64_value(&[]) != 0 {
+        return (0, 0);
+    }
+    (t.isnan().sum(Kind::Int64).int64_value(&[]), t.isinf().sum(Kind::Int64).int64_value(&[]))
+}
+
+/// Refuses tensors of `origin` with NaN or infinite entries (naming the tensor and the
+/// counts) and, for names under `mask_prefix`, values other than 0 and 1 (naming one).
+pub fn check_tensors(tensors: &[(String, Tensor)], origin: &Path, mask_prefix: Option<&str>) -> Result<()> {
+    for (name, t) in tensors {
+        let (nan, inf) = non_finite(t);
+        if nan + inf > 0 {
+            bail!(
+                "{}: tensor `{name}` has {nan} NaN and {inf} inf entries of {}",
+                origin.display(),
+                t.numel()
+            );
+        }
+        if mask_prefix.is_some_and(|p| name.starts_with(p)) {
+            check_mask_values(name, t, origin)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a mask tensor holding values other than 0 and 1.
+pub fn check_mask_values(name: &str, t: &Tensor, origin: &Path) -> Result<()> {
+    if t.kind() == Kind::Bool || t.numel() == 0 {
+        return Ok(());
+    }
+    let t = t.to_kind(Kind::Double);
+    let bad = t.ne(0.0).logical_and(&t.ne(1.0));
+    let count = bad.sum(Kind::Int64).int64_value(&[]);
+    if count > 0 {
+        let v = t.masked_select(&bad).double_value(&[0]);
+        bail!(
+            "{}: mask `{name}` holds {count} value(s) other than 0 and 1 (e.g. {v}); masks must be 0 or 1",
+            origin.display()
+        );
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     /// An empty checkpoint with the format tag and relief version set.
     pub fn new() -> Self {
@@ -156,11 +227,15 @@ impl Checkpoint {
     }
 
     /// Reads a safetensors file (relief checkpoint or plain safetensors), naming the file on
-    /// failure.
+    /// failure. Every floating tensor must be finite and every `mask.*` tensor 0/1
+    /// ([`check_tensors`]): a NaN weight would otherwise evaluate, export and prune silently.
     pub fn read(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            bail!("{}: no such file", path.display());
-        }
+        Self::read_checking(path, Some(MASK_PREFIX))
+    }
+
+    /// [`Checkpoint::read`] with the masks under `mask_prefix` (none: no mask check).
+    pub fn read_checking(path: &Path, mask_prefix: Option<&str>) -> Result<Self> {
+        check_is_file(path)?;
         let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{}: not a readable safetensors file ({e:?})", path.display()))?;
@@ -177,7 +252,20 @@ impl Checkpoint {
             tensors.push((name, t));
         }
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        check_tensors(&tensors, path, mask_prefix)?;
         Ok(Self { tensors, meta })
+    }
+
+    /// Refuses a compacted model (`relief export --compact`) where a dense checkpoint is needed.
+    pub fn refuse_compacted(&self, origin: &Path) -> Result<()> {
+        if self.get("format") == Some(relief_core::compact::FORMAT) {
+            bail!(
+                "{}: this is a compacted model (relief export --compact); use it with relief eval, \
+                 and prune the original checkpoint instead",
+                origin.display()
+            );
+        }
+        Ok(())
     }
 
     /// The masks of `model`'s graph stored as `mask.*` (all ones when there are none), with the
@@ -198,6 +286,7 @@ impl Checkpoint {
 
     /// Loads the model state into `model` (exact names and shapes, or a listed mismatch).
     pub fn load_into(&self, model: &mut Model, origin: &Path) -> Result<()> {
+        self.refuse_compacted(origin)?;
         model.load_tensors(&self.model_state(), "").with_context(|| format!("{}", origin.display()))
     }
 

@@ -7,7 +7,8 @@ use clap::Args;
 use relief_core::{prune_step, MaskSet, PruneConfig, Semantics};
 use relief_models::{Arch, Model};
 
-use crate::util::{parse_device, read_safetensors, write_safetensors_atomic};
+use crate::checkpoint::{self, check_tensors, Checkpoint};
+use crate::util::parse_device;
 
 /// Arguments of `relief prune-step`.
 #[derive(Debug, Args)]
@@ -58,29 +59,53 @@ pub struct PruneStepArgs {
 }
 
 /// Runs one pruning call and writes masks and the after-state.
+///
+/// Every input is checked at load: NaN/inf entries in the weights, the batch or the masks and
+/// mask values other than 0 and 1 are refused with the file and tensor named. `--weights` may
+/// be a relief checkpoint (`relief train`/`prune`/`run`): with an empty `--weights-prefix` its
+/// `mask.*`, `opt.*` and `best.*` tensors are not weights, and its masks are the starting masks
+/// unless `--masks` is given.
 pub fn run(args: PruneStepArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let arch: Arch = args.model.parse().map_err(|e: String| anyhow!(e))?;
     let mut model = Model::new(arch, args.num_classes, device, 0);
-    let weights = read_safetensors(&args.weights)?;
+    let ck = Checkpoint::read_checking(&args.weights, None)?;
+    ck.refuse_compacted(&args.weights)?;
+    let relief_checkpoint = args.weights_prefix.is_empty() && ck.get("format") == Some(checkpoint::FORMAT);
+    let weights = if relief_checkpoint {
+        ck.model_state()
+    } else {
+        ck.tensors.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect()
+    };
     model
         .load_tensors(&weights, &args.weights_prefix)
         .with_context(|| format!("loading weights from {}", args.weights.display()))?;
     drop(weights);
-    let batch_file = read_safetensors(&args.batch)?;
+    let batch_file = Checkpoint::read_checking(&args.batch, None)?;
     let batch = batch_file
+        .tensors
         .iter()
         .find(|(k, _)| *k == args.batch_key)
         .map(|(_, t)| t.shallow_clone())
         .ok_or_else(|| anyhow!("{}: no tensor named `{}`", args.batch.display(), args.batch_key))?;
     let mut masks = match &args.masks {
         Some(path) => {
-            let tensors = read_safetensors(path)?;
-            MaskSet::import(&model.graph, &tensors, &args.masks_prefix, device)
+            let file = Checkpoint::read_checking(path, Some(&args.masks_prefix))?;
+            MaskSet::import(&model.graph, &file.tensors, &args.masks_prefix, device)
                 .with_context(|| format!("loading masks from {}", path.display()))?
+        }
+        None if relief_checkpoint && ck.has_masks() => {
+            check_tensors(&ck.tensors, &args.weights, Some(checkpoint::MASK_PREFIX))?;
+            eprintln!(
+                "note: starting from the masks of {} (pass --masks to override)",
+                args.weights.display()
+            );
+            MaskSet::import(&model.graph, &ck.tensors, checkpoint::MASK_PREFIX, device)
+                .with_context(|| format!("loading masks from {}", args.weights.display()))?
         }
         None => MaskSet::ones(&model.graph, device),
     };
+    drop(ck);
     let cfg = PruneConfig {
         alpha_conv: args.alpha_conv,
         alpha_fc: args.alpha_fc,
@@ -92,7 +117,7 @@ pub fn run(args: PruneStepArgs) -> Result<()> {
         .with_context(|| format!("pruning {} on {}", arch, args.batch.display()))?;
     let mut out = masks.export("mask.", true);
     out.extend(model.state("after."));
-    write_safetensors_atomic(&args.out, &out)?;
+    relief_core::tensor_io::write_safetensors(&args.out, &out, &Default::default())?;
     let account = relief_core::accounting::account(&model.graph, &masks);
     println!(
         "{arch}: {} of {} parameters kept ({:.2} %, compression {:.2}x), {} pass(es), {} dead units; wrote {}",

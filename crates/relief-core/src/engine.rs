@@ -121,8 +121,14 @@ impl Call<'_> {
             && layer.activation == Activation::Identity
     }
 
-    /// Scores layer `l` from `stats` and updates its masks (and shortcut masks for blocks).
-    fn score_layer(&mut self, l: usize, stats: &StatsCollector, masks: &mut MaskSet) {
+    /// Scores layer `l` from `stats` and updates its masks (and shortcut masks for blocks);
+    /// refuses non-finite statistics or scores before selecting (masks untouched then).
+    fn score_layer(
+        &mut self,
+        l: usize,
+        stats: &StatsCollector,
+        masks: &mut MaskSet,
+    ) -> Result<(), CoreError> {
         let graph = self.graph;
         let layer = &graph.layers[l];
         let t = &self.bound.layers[l];
@@ -140,6 +146,12 @@ impl Call<'_> {
                 (conv_importance(&layer.op, &t.weight, t.bias.as_ref(), &mean_in, norm), self.cfg.alpha_conv)
             }
         };
+        let name = &layer.name;
+        check_finite(name, "input statistics", &mean_in)?;
+        if let Some(out) = &st.output {
+            check_finite(name, "output statistics", out)?;
+        }
+        check_finite(name, "importance scores", &imp)?;
         let outputs = layer.op.outputs();
         let dead = if self.dead_rule_applies(l) {
             let out = st.output.as_ref().expect("output statistics collected");
@@ -173,8 +185,17 @@ impl Call<'_> {
             }
         }
         if let Role::BlockConv2(b) = layer.role {
+            let st = &stats.layers[l];
+            for (what, t) in
+                [("branch statistics", &st.branch_abs), ("residual statistics", &st.residual_abs)]
+            {
+                if let Some(t) = t {
+                    check_finite(name, what, t)?;
+                }
+            }
             self.residual_ratio_test(l, b, stats, masks);
         }
+        Ok(())
     }
 
     /// The ResNet residual test: with `B_c`, `R_c` the L2 norms over positions of the batch
@@ -220,6 +241,16 @@ impl Call<'_> {
     }
 }
 
+/// `Err(NonFinite)` when `t` holds NaN or infinite entries (one host sync per call).
+fn check_finite(layer: &str, what: &'static str, t: &Tensor) -> Result<(), CoreError> {
+    if !t.is_floating_point() || t.isfinite().all().int64_value(&[]) != 0 {
+        return Ok(());
+    }
+    let nan = t.isnan().sum(Kind::Int64).int64_value(&[]);
+    let inf = t.isinf().sum(Kind::Int64).int64_value(&[]);
+    Err(CoreError::NonFinite { layer: layer.to_string(), what, nan, inf, total: t.numel() as i64 })
+}
+
 /// The statistics of the first (pre-pruning) scoring pass of `semantics`, for every layer:
 /// what [`prune_step`] scores convolutions (reference) or all layers (paper) on.
 pub fn scoring_statistics(
@@ -258,6 +289,9 @@ pub fn mark_inert_masks(graph: &PruneGraph, masks: &mut MaskSet, semantics: Sema
 pub fn conform_batch(graph: &PruneGraph, batch: &Tensor) -> Result<Tensor, CoreError> {
     let size = batch.size();
     let per: i64 = graph.input_shape.iter().product();
+    if size.len() > 1 && size[0] == 0 && size[1..].iter().product::<i64>() == per {
+        return Err(CoreError::EmptyBatch(size));
+    }
     if size.is_empty() || size[0] == 0 || size[1..].iter().product::<i64>() != per {
         return Err(CoreError::BadBatch { expected: graph.input_shape.clone(), found: size });
     }
@@ -299,7 +333,7 @@ pub fn prune_step(
         },
         counts: Vec::new(),
     };
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<(), CoreError> {
         let is_conv: Vec<bool> = graph.layers.iter().map(|l| l.op.is_conv()).collect();
         let want_a: Vec<bool> = if reference { is_conv.clone() } else { vec![true; n_layers] };
         if want_a.iter().any(|&w| w) {
@@ -315,7 +349,7 @@ pub fn prune_step(
             );
             call.outcome.passes += 1;
             for l in (0..n_layers).filter(|&l| want_a[l]) {
-                call.score_layer(l, &stats, masks);
+                call.score_layer(l, &stats, masks)?;
             }
         }
         if reference && is_conv.iter().any(|c| !c) {
@@ -327,7 +361,7 @@ pub fn prune_step(
                 collect(graph, &call.bound, masks, &batch, want_b.clone(), true, cfg.chunk_size, device);
             call.outcome.passes += 1;
             for l in (0..n_layers).filter(|&l| want_b[l]) {
-                call.score_layer(l, &stats, masks);
+                call.score_layer(l, &stats, masks)?;
             }
         }
         backward_prune(graph, masks, &mut call.zeroing, reference);
@@ -346,7 +380,8 @@ pub fn prune_step(
         }
         masks.apply(params);
         call.zero_batch_norms();
-    });
+        Ok(())
+    })?;
     for (kind, l, count) in &call.counts {
         let v = count.int64_value(&[]);
         match kind {

@@ -26,6 +26,24 @@ pub enum CoreError {
         /// Batch shape found.
         found: Vec<i64>,
     },
+    /// A layer's statistics or scores hold NaN or infinite entries (a non-finite weight or
+    /// input upstream, or an overflow): selecting on them would prune arbitrarily.
+    #[error("layer `{layer}`: {what} are not finite ({nan} NaN and {inf} inf entries of {total}); check the weights and the batch for NaN/inf")]
+    NonFinite {
+        /// The layer (its PyTorch name).
+        layer: String,
+        /// `input statistics`, `output statistics` or `importance scores`.
+        what: &'static str,
+        /// NaN entries.
+        nan: i64,
+        /// Infinite entries.
+        inf: i64,
+        /// Entries in all.
+        total: i64,
+    },
+    /// The pruning batch holds no sample.
+    #[error("empty pruning batch (shape {0:?}): at least one sample is needed")]
+    EmptyBatch(Vec<i64>),
     /// An invalid setting (alpha outside (0, 1], chunk of zero, ...).
     #[error("invalid setting: {0}")]
     Invalid(String),

@@ -128,6 +128,10 @@ impl Model {
                 missing.push(format!("{prefix}{name}"));
             }
         }
+        // Sorted, so that the lists read the same on every run (the file's order is arbitrary).
+        for list in [&mut missing, &mut extra, &mut mismatched] {
+            list.sort();
+        }
         if !(missing.is_empty() && extra.is_empty() && mismatched.is_empty()) {
             return Err(ModelError::Checkpoint { arch: self.arch.to_string(), missing, extra, mismatched });
         }
