@@ -31,9 +31,12 @@ fn label(group: &super::report::GroupReport) -> String {
     format!("{} (n = {n})", group.group)
 }
 
+/// One group's curve: its legend label and `(remaining %, accuracy mean, accuracy std)` points.
+type Curve = (String, Vec<(f64, f64, f64)>);
+
 /// The SVG text of the accuracy chart; `None` when no group has any metrics.
 pub fn accuracy_svg(report: &StudyReport) -> Result<Option<String>> {
-    let drawn: Vec<(String, Vec<(f64, f64, f64)>)> = report
+    let drawn: Vec<Curve> = report
         .groups
         .iter()
         .map(|g| (label(g), series(&g.per_iteration)))
