@@ -57,6 +57,11 @@ pub struct RunArgs {
     /// cores / jobs threads.
     #[arg(long, default_value = "cpu", value_name = "LIST")]
     pub devices: String,
+    /// Override one field of the base config of every point, e.g. `--set train.epochs=2` for a
+    /// quick trial of the whole study (repeatable; as `relief run --set`). Points get other
+    /// config hashes, so use another --out than the full study's.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<crate::config::Override>,
     /// Validate every point and list them; run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -112,6 +117,9 @@ pub struct SubmitArgs {
     /// Resubmit only the points that are not done and not queued or running.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Override one field of the base config of every point (as `relief study run --set`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<crate::config::Override>,
     /// Print the sbatch scripts; submit nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -154,13 +162,13 @@ fn name_of(path: &Path) -> Result<String> {
     Ok(crate::study::spec::StudyFile::parse(&text, &path.display().to_string())?.name)
 }
 
-/// Loads the study file and prepares its directory.
-fn load(study: &Path, out: Option<&Path>) -> Result<(Study, PathBuf)> {
+/// Loads the study file (with `--set` overrides) and the directory it runs in.
+fn load(study: &Path, out: Option<&Path>, set: &[crate::config::Override]) -> Result<(Study, PathBuf)> {
     let dir = match out {
         Some(o) => o.to_path_buf(),
         None => directory::default_dir(&name_of(study)?),
     };
-    Ok((Study::load(study, &dir)?, dir))
+    Ok((Study::load(study, &dir, set)?, dir))
 }
 
 fn points_table(study: &Study) -> String {
@@ -182,7 +190,7 @@ fn points_table(study: &Study) -> String {
 
 fn run_local(a: RunArgs) -> Result<()> {
     let devices = parse_devices(&a.devices)?;
-    let (study, dir) = load(&a.study, a.out.as_deref())?;
+    let (study, dir) = load(&a.study, a.out.as_deref(), &a.set)?;
     if a.dry_run {
         println!(
             "study {}: {} points, all valid; would run in {}\n",
@@ -224,6 +232,7 @@ fn run_local(a: RunArgs) -> Result<()> {
             study.points.len(),
             a.study.display(),
             a.out.as_ref().map(|o| format!(" --out {}", o.display())).unwrap_or_default()
+                + &a.set.iter().map(|o| format!(" --set {}={}", o.key, o.value)).collect::<String>()
         );
     }
     reported
@@ -231,13 +240,16 @@ fn run_local(a: RunArgs) -> Result<()> {
 
 fn submit(a: SubmitArgs) -> Result<()> {
     let (dir, index, defaults) = if directory::is_study(&a.study) {
-        if a.out.is_some() {
-            bail!("--out: {} is already a study directory", a.study.display());
+        if a.out.is_some() || !a.set.is_empty() {
+            bail!(
+                "{} is a study directory: it is submitted as it was made (no --out, no --set)",
+                a.study.display()
+            );
         }
         let study = Study::open(&a.study)?;
         (a.study.clone(), PointsFile::read(&a.study)?, study.file.slurm.clone())
     } else {
-        let (study, dir) = load(&a.study, a.out.as_deref())?;
+        let (study, dir) = load(&a.study, a.out.as_deref(), &a.set)?;
         if !a.dry_run {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;

@@ -300,3 +300,39 @@ fn every_study_preset_validates() {
     assert!(n >= 8, "only {n} presets in {}", presets.display());
     assert!(!cwd.path().join("studies").exists(), "--dry-run wrote a study directory");
 }
+
+#[test]
+fn set_overrides_the_base_of_every_point_and_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = study_file(tmp.path(), "sets", 1, 1, "", "seed = [0, 1]");
+    let plain = text(&run_expect(relief(&["study", "run"]).arg(&study).arg("--dry-run"), true));
+    let set = text(&run_expect(
+        relief(&["study", "run"]).arg(&study).args(["--dry-run", "--set", "train.epochs=2"]),
+        true,
+    ));
+    let hashes = |t: &str| {
+        t.lines()
+            .filter(|l| l.contains("seed="))
+            .map(|l| l.split_whitespace().nth(3).unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (hashes(&plain), hashes(&set));
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().zip(&b).all(|(x, y)| x != y), "--set did not change the points: {a:?} {b:?}");
+    let o = run_expect(
+        relief(&["study", "run"]).arg(&study).args(["--dry-run", "--set", "train.epohcs=2"]),
+        false,
+    );
+    assert!(text(&o).contains("train.epohcs"), "{}", text(&o));
+    let out = tmp.path().join("sets");
+    run_expect(
+        relief(&["study", "run"]).arg(&study).arg("--out").arg(&out).args([
+            "--quiet",
+            "--set",
+            "retrain.epochs=2",
+        ]),
+        true,
+    );
+    let cfg = std::fs::read_to_string(out.join("runs/seed=1/config.resolved.toml")).unwrap();
+    assert!(cfg.contains("[retrain]\nepochs = 2"), "{cfg}");
+}

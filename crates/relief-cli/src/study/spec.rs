@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::points::{PointEntry, PointsFile};
-use crate::config::{insert, Config, Method};
+use crate::config::{insert, Config, Method, Override};
 use crate::plan::{Plan, Stages};
 
 /// Ids longer than this are cut and given a hash suffix.
@@ -228,8 +228,15 @@ impl StudyFile {
         toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))
     }
 
-    /// The resolved form: base inlined (read relative to `file_dir`), `workdir` set.
-    fn resolve(mut self, file_dir: &Path, workdir: &Path, origin: &str) -> Result<Self> {
+    /// The resolved form: base inlined (read relative to `file_dir`), `overrides` applied to
+    /// it (every point), `workdir` set.
+    fn resolve(
+        mut self,
+        file_dir: &Path,
+        workdir: &Path,
+        overrides: &[Override],
+        origin: &str,
+    ) -> Result<Self> {
         if let BaseSpec::Path(p) = &self.base {
             let path = absolute(file_dir, p);
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -238,6 +245,11 @@ impl StudyFile {
             let table: toml::Table = toml::from_str(&text)
                 .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
             self.base = BaseSpec::Inline(table);
+        }
+        if let BaseSpec::Inline(table) = &mut self.base {
+            for o in overrides {
+                insert(table, &o.key, o.value.clone())?;
+            }
         }
         if self.workdir.is_none() {
             self.workdir = Some(workdir.to_path_buf());
@@ -258,16 +270,17 @@ struct Raw {
 }
 
 impl Study {
-    /// Reads, resolves, expands and validates a study file. Relative paths resolve against
-    /// the current directory; `out` is the study directory (for matched run directories).
-    pub fn load(path: &Path, out: &Path) -> Result<Self> {
+    /// Reads, resolves, expands and validates a study file, with `overrides` (`--set`) applied
+    /// to its base. Relative paths resolve against the current directory; `out` is the study
+    /// directory (for matched run directories).
+    pub fn load(path: &Path, out: &Path, overrides: &[Override]) -> Result<Self> {
         let origin = path.display().to_string();
         let text =
             std::fs::read_to_string(path).with_context(|| format!("{origin}: cannot read the study file"))?;
         let file = StudyFile::parse(&text, &origin)?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let cwd = std::env::current_dir().context("current directory")?;
-        let file = file.resolve(&absolute(&cwd, dir), &cwd, &origin)?;
+        let file = file.resolve(&absolute(&cwd, dir), &cwd, overrides, &origin)?;
         Self::expand(file, out, &origin)
     }
 
