@@ -113,6 +113,15 @@ pub enum ValSpec {
     Fraction(f64),
 }
 
+impl std::fmt::Display for ValSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValSpec::Count(n) => write!(f, "{n}"),
+            ValSpec::Fraction(x) => write!(f, "{x}"),
+        }
+    }
+}
+
 /// `[data]`: where the examples come from and how they are batched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -354,6 +363,63 @@ fn short(err: &toml::de::Error) -> String {
     err.message().to_string()
 }
 
+/// Every leaf of `tree` (a value that is not a table) by its dotted key, in document order.
+fn leaves(tree: &toml::Table) -> Vec<(String, toml::Value)> {
+    fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(sub) => walk(&key, sub, out),
+                other => out.push((key, other.clone())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", tree, &mut out);
+    out
+}
+
+/// The dotted key of the first leaf of `tree` that fails to deserialise on its own (every
+/// field has a default, so a lone leaf fails only for its own type, value or name).
+fn culprit(tree: &toml::Table) -> Option<String> {
+    leaves(tree).into_iter().map(|(k, _)| k).find(|k| culprit_error(tree, k).is_some())
+}
+
+/// The error of the leaf at `key` of `tree` deserialised alone, if it fails.
+fn culprit_error(tree: &toml::Table, key: &str) -> Option<String> {
+    let (_, value) = leaves(tree).into_iter().find(|(k, _)| k == key)?;
+    let mut t = toml::Table::new();
+    insert(&mut t, key, value).ok()?;
+    toml::Value::Table(t).try_into::<Config>().err().map(|e| short(&e))
+}
+
+/// The 1-based line of `text` that assigns the dotted `key`: a `key = ...` line (bare or
+/// dotted, quotes allowed) under the `[section]` header that holds it.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let norm = |s: &str| {
+        s.split('.').map(|p| p.trim().trim_matches(|c| c == '"' || c == '\'')).collect::<Vec<_>>().join(".")
+    };
+    let mut section = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            let inner = l.trim_start_matches('[').split(']').next().unwrap_or("");
+            section = norm(inner);
+            continue;
+        }
+        if l.starts_with('#') {
+            continue;
+        }
+        let Some((k, _)) = l.split_once('=') else { continue };
+        let k = norm(k);
+        let full = if section.is_empty() { k } else { format!("{section}.{k}") };
+        if full == key {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// One `--set key=value` override.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Override {
@@ -408,7 +474,23 @@ impl Config {
             insert(&mut tree, &o.key, o.value.clone())?;
         }
         let what = if overrides.is_empty() { String::new() } else { " (with --set overrides)".into() };
-        toml::Value::Table(tree).try_into::<Config>().map_err(|e| anyhow!("{origin}{what}: {}", short(&e)))
+        match toml::Value::Table(tree.clone()).try_into::<Config>() {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                let Some(key) = culprit(&tree) else { bail!("{origin}{what}: {}", short(&e)) };
+                if overrides.iter().any(|o| o.key == key) {
+                    bail!("{origin}: --set {key}: {}", short(&e));
+                }
+                let message = match culprit_error(&tree, &key) {
+                    Some(m) => m,
+                    None => short(&e),
+                };
+                match line_of(text, &key) {
+                    Some(line) => bail!("{origin}:{line}: {key}: {message}"),
+                    None => bail!("{origin}{what}: {key}: {message}"),
+                }
+            }
+        }
     }
 
     /// Reads a config file, applies overrides, and names the experiment after the file when

@@ -96,6 +96,14 @@ fn check_phase(section: &str, t: &TrainConfig, has_val: bool, problems: &mut Vec
         problems
             .push(format!("{section}.milestones = {:?}: expected strictly increasing epochs", t.milestones));
     }
+    if let Some(&m) = t.milestones.iter().find(|&&m| t.epochs > 0 && m >= t.epochs) {
+        problems.push(format!(
+            "{section}.milestones = {:?}: milestone {m} is not before the last epoch ({section}.epochs = {}), \
+             so the learning rate would never drop there; give milestones below {section}.epochs \
+             (or {section}.milestones = [] for none)",
+            t.milestones, t.epochs
+        ));
+    }
     if t.select == Selection::BestVal && !has_val && t.epochs > 0 {
         problems.push(format!(
             "{section}.select = \"best-val\" needs a validation split: set data.validation (e.g. 0.1) \
@@ -219,6 +227,14 @@ impl Plan {
                 Device::Cpu
             }
         };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if config.threads > cores * 4 {
+            problems.push(format!(
+                "threads = {}: expected 0 (libtorch's default) or at most {} (4 x the {cores} available cores)",
+                config.threads,
+                cores * 4
+            ));
+        }
         let data_dir = config.data_dir();
         must_exist("data.dir", &data_dir, true, &mut problems);
         let validation = match config.data.validation {
@@ -228,7 +244,7 @@ impl Plan {
             ValSpec::Fraction(0.0) => None,
             other => {
                 problems.push(format!(
-                    "data.validation = {other:?}: expected a share in (0, 1), a count >= 1, or 0 for none"
+                    "data.validation = {other}: expected a share in (0, 1), a count >= 1, or 0 for none"
                 ));
                 None
             }

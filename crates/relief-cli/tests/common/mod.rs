@@ -36,7 +36,7 @@ test_limit = 500
 [train]
 epochs = {epochs}
 batch_size = 60
-milestones = [1]
+milestones = {milestones}
 
 [prune]
 iterations = {iterations}
@@ -46,9 +46,11 @@ rewind = true
 [retrain]
 epochs = {epochs}
 batch_size = 60
-milestones = [1]
+milestones = {milestones}
 "#,
-        data = mnist_sample().display()
+        data = mnist_sample().display(),
+        // A milestone must lie before the last epoch; with one epoch there is none.
+        milestones = if epochs > 1 { "[1]" } else { "[]" },
     );
     let path = dir.join("tiny.toml");
     std::fs::write(&path, text).unwrap();
