@@ -32,32 +32,40 @@ fn sub_path<'a>(vs: &'a VarStore, module: &str) -> tch::nn::Path<'a> {
     module.split('.').fold(vs.root(), |p, c| p.sub(c))
 }
 
+/// The parameters and BatchNorm buffers of `graph`, freshly initialised as the authors do
+/// (see the module docs), seeded with `seed`: the same graph and seed give the same tensors,
+/// whether the graph comes from the zoo or from a spec ([`crate::ModelSpec::graph`]).
+pub fn init_vars(graph: &PruneGraph, device: Device, seed: i64) -> VarStore {
+    tch::manual_seed(seed);
+    let vs = VarStore::new(device);
+    for layer in &graph.layers {
+        let p = sub_path(&vs, &layer.name);
+        let shape = layer.op.weight_shape();
+        let fan_in: i64 = shape[1..].iter().product();
+        let std = (2.0 / fan_in as f64).sqrt();
+        let _ = p.var("weight", &shape, Init::Randn { mean: 0.0, stdev: std });
+        if layer.bias {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let _ = p.var("bias", &[layer.op.outputs()], Init::Uniform { lo: -bound, up: bound });
+        }
+        if let Some(bn) = &layer.batch_norm {
+            let p = sub_path(&vs, bn);
+            let c = layer.op.outputs();
+            let _ = p.var("weight", &[c], Init::Const(1.0));
+            let _ = p.var("bias", &[c], Init::Const(0.0));
+            let _ = p.zeros_no_train("running_mean", &[c]);
+            let _ = p.ones_no_train("running_var", &[c]);
+            let _ = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, device)), false);
+        }
+    }
+    vs
+}
+
 impl Model {
     /// A freshly initialised model (seeded with `seed`) on `device`.
     pub fn new(arch: Arch, num_classes: i64, device: Device, seed: i64) -> Self {
-        tch::manual_seed(seed);
         let graph = arch.graph(num_classes);
-        let vs = VarStore::new(device);
-        for layer in &graph.layers {
-            let p = sub_path(&vs, &layer.name);
-            let shape = layer.op.weight_shape();
-            let fan_in: i64 = shape[1..].iter().product();
-            let std = (2.0 / fan_in as f64).sqrt();
-            let _ = p.var("weight", &shape, Init::Randn { mean: 0.0, stdev: std });
-            if layer.bias {
-                let bound = 1.0 / (fan_in as f64).sqrt();
-                let _ = p.var("bias", &[layer.op.outputs()], Init::Uniform { lo: -bound, up: bound });
-            }
-            if let Some(bn) = &layer.batch_norm {
-                let p = sub_path(&vs, bn);
-                let c = layer.op.outputs();
-                let _ = p.var("weight", &[c], Init::Const(1.0));
-                let _ = p.var("bias", &[c], Init::Const(0.0));
-                let _ = p.zeros_no_train("running_mean", &[c]);
-                let _ = p.ones_no_train("running_var", &[c]);
-                let _ = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, device)), false);
-            }
-        }
+        let vs = init_vars(&graph, device, seed);
         Self { arch, graph, vs }
     }
 
