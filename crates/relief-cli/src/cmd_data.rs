@@ -98,6 +98,12 @@ pub fn run(args: DataArgs) -> Result<()> {
 
 fn run_fetch(a: FetchArgs) -> Result<()> {
     let kind = DatasetKind::from(a.dataset);
+    if a.dir.exists() && !a.dir.is_dir() {
+        anyhow::bail!(
+            "--dir {}: is a file, not a directory (--dir names the directory the dataset goes into)",
+            a.dir.display()
+        );
+    }
     let options = FetchOptions {
         mirror: a.mirror.clone(),
         progress: std::io::stderr().is_terminal(),

@@ -89,6 +89,21 @@ impl RunSummary {
         })
     }
 
+    /// `None` when every configured iteration finished, else `incomplete: 2 of 5 iterations`.
+    pub fn incomplete(&self) -> Option<String> {
+        let done = self.rows.last().map(|r| r.iteration).unwrap_or(0);
+        // The planned count of the last session (its log line says `N iteration(s) of ...`; 0 for
+        // `relief train`), else the config's.
+        let planned = std::fs::read_to_string(self.dir.join("relief.log")).ok().and_then(|log| {
+            log.lines().rev().find_map(|l| {
+                let head = l.split(" iteration(s) of ").next().filter(|h| h.len() < l.len())?;
+                head.rsplit(' ').next()?.parse::<usize>().ok()
+            })
+        });
+        let total = planned.unwrap_or(self.config.prune.iterations);
+        (done < total).then(|| format!("incomplete: {done} of {total} iterations"))
+    }
+
     /// `NNrelief (alpha_conv 0.9, alpha_fc 0.95)` or `magnitude (global, keep 0.5)`.
     pub fn method_label(&self) -> String {
         let p = &self.config.prune;
@@ -158,8 +173,9 @@ impl RunSummary {
             })
             .collect();
         let right = [true, true, true, true, true, true, true, true, true, false, true];
+        let incomplete = self.incomplete().map(|s| format!(", {s}")).unwrap_or_default();
         format!(
-            "{}: {} on {}, {} ({})\n{}",
+            "{}: {} on {}, {} ({}{incomplete})\n{}",
             self.name(),
             self.config.model,
             self.config.data.dataset.kind(),
@@ -185,16 +201,25 @@ pub fn comparison_table(runs: &[RunSummary]) -> String {
         "CR",
         "FLOPs pruned %",
     ];
+    // Two runs of one name are told apart by their directories.
+    let label = |run: &RunSummary| {
+        let name = run.name();
+        if runs.iter().filter(|r| r.name() == name).count() > 1 {
+            format!("{name} ({})", run.dir.display())
+        } else {
+            name
+        }
+    };
     let rows: Vec<Vec<String>> = runs
         .iter()
         .filter_map(|run| {
             let (first, last) = (run.rows.first()?, run.rows.last()?);
             Some(vec![
-                run.name(),
+                label(run),
                 run.config.model.clone(),
                 run.config.data.dataset.kind().to_string(),
                 run.method_label(),
-                last.iteration.to_string(),
+                run.incomplete().unwrap_or_else(|| last.iteration.to_string()),
                 format!("{:.2}", first.acc_retrained),
                 format!("{:.2}", last.acc_retrained),
                 format!("{:+.2}", last.acc_retrained - first.acc_retrained),
