@@ -254,9 +254,9 @@ impl<'a> Pipeline<'a> {
             let ck = Checkpoint::read(&path)?;
             if ck.get("config_hash") != Some(self.plan.hash.as_str()) {
                 bail!(
-                    "{}: made under a different config (hash {:?}, this run {})",
+                    "{}: made under a different config (hash {}, this run {})",
                     path.display(),
-                    ck.get("config_hash"),
+                    ck.get("config_hash").unwrap_or("none"),
                     self.plan.hash
                 );
             }
