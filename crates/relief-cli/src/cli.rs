@@ -2,7 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{cmd_data, cmd_demo, cmd_eval, cmd_experiment, cmd_export, cmd_prune_step, cmd_report, cmd_study};
+use crate::{
+    cmd_data, cmd_demo, cmd_eval, cmd_experiment, cmd_export, cmd_models, cmd_prune_step, cmd_report,
+    cmd_study,
+};
 
 const AFTER_HELP: &str = "\
 Experiments are TOML configs (see configs/ and docs/pipeline.md). A typical session:
@@ -53,6 +56,9 @@ pub enum Command {
     /// locally on several devices (`run`) or on Slurm (`submit`), aggregated into mean ± std
     /// tables and plots (`report`); see docs/studies.md.
     Study(cmd_study::StudyArgs),
+    /// Models: `list` the built-in ones, `show` one (zoo name or TOML spec file) layer by layer
+    /// (shapes, parameters, FLOPs), `show NAME --toml` its spec; see docs/models.md.
+    Models(cmd_models::ModelsArgs),
 }
 
 /// Runs one parsed command line.
@@ -68,6 +74,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => cmd_export::run(args),
         Command::Data(args) => cmd_data::run(args),
         Command::Study(args) => cmd_study::run(args),
+        Command::Models(args) => cmd_models::run(args),
     }
 }
 

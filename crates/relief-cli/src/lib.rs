@@ -11,6 +11,7 @@ pub mod cmd_data;
 pub mod cmd_demo;
 pub mod cmd_eval;
 pub mod cmd_experiment;
+pub mod cmd_models;
 pub mod cmd_export;
 pub mod cmd_prune_step;
 pub mod cmd_report;
