@@ -7,7 +7,10 @@
 //! | `vgg-like`, `vgg11/13/16/19` | 3x32x32 | `features.i`: conv3 (bias) + BN + ReLU, 'M' = max-pool 2; `classifier`: Dropout, 512-512, ReLU, [Dropout, 512-512, ReLU,] 512-C |
 //! | `resnet20/32/44/56/110` | 3x32x32 | stem `conv1`+`bn1`, `layer{1,2,3}.b` BasicBlocks (16/32/64 planes, option-A shortcuts), global average pool, `linear` |
 //! | `vgg16-tiny`, `vgg19-tiny` | 3x64x64 | VGG features (512x2x2 after five pools), classifier 2048-512-512-C |
-//! | `resnet18-tiny` | 3x64x64 | 3x3 stem (64), BasicBlocks [2,2,2,2] (64..512 planes, option-B 1x1 conv + BN shortcuts), global average pool, `linear` |
+//! | `resnet18-tiny` | 3x64x64 | 3x3 stem (64), BasicBlocks `[2,2,2,2]` (64..512 planes, option-B 1x1 conv + BN shortcuts), global average pool, `linear` |
+//!
+//! Each architecture is also a built-in TOML spec (`specs/<name>.toml`, [`Arch::spec`]) that
+//! builds exactly the graph below; `tests/spec_zoo.rs` checks it.
 
 use std::fmt;
 use std::str::FromStr;

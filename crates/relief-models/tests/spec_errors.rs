@@ -286,3 +286,21 @@ fn names_chosen_by_the_spec_are_the_parameter_names() {
     let vs = relief_models::init_vars(&inf.graph, tch::Device::Cpu, 0);
     assert_eq!(vs.variables().len(), names.len());
 }
+
+#[test]
+fn the_example_of_the_docs_builds_and_runs() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/models.md")).unwrap();
+    let start = docs.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let end = start + docs[start..].find("```").unwrap();
+    let spec = ModelSpec::parse(&docs[start..end]).unwrap();
+    let graph = spec.graph(spec.num_classes).unwrap();
+    assert_eq!((graph.layers.len(), graph.blocks.len()), (6, 2));
+    let vs = relief_models::init_vars(&graph, tch::Device::Cpu, 0);
+    let params: relief_core::params::TensorMap = vs.variables().into_iter().collect();
+    let bound = relief_core::params::Bound::new(&graph, &params).unwrap();
+    let x = tch::Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let y = tch::no_grad(|| {
+        relief_core::exec::forward(&graph, &bound, None, &x, relief_core::exec::ForwardOptions::EVAL, None)
+    });
+    assert_eq!(y.size(), [2, 10]);
+}
