@@ -354,7 +354,11 @@ pub(crate) fn legend_height(runs: usize) -> u32 {
 
 /// One legend line per run, above the charts (never over the data): a line sample with a
 /// marker (`bars = false`) or a filled box, then the label.
-pub(crate) fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, labels: &[String], bars: bool) -> Result<()> {
+pub(crate) fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    labels: &[String],
+    bars: bool,
+) -> Result<()> {
     let style = (FONT, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
     for (i, label) in labels.iter().enumerate() {
         let c = color(i);

@@ -82,9 +82,7 @@ fn write_study(dir: &Path, name: &str, points: &[Point]) {
         let group = group_of(p);
         let id = format!("{group},seed={}", p.seed);
         let run_dir = PathBuf::from("runs").join(&id);
-        let mut cfg = Config::default();
-        cfg.model = p.model.into();
-        cfg.seed = p.seed;
+        let mut cfg = Config { model: p.model.into(), seed: p.seed, ..Config::default() };
         cfg.prune.method = p.method;
         cfg.prune.iterations = p.iterations;
         if let Some(rows) = &p.rows {

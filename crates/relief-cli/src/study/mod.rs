@@ -3,13 +3,13 @@
 //! directories under one study directory, locally ([`local`]) or on Slurm ([`slurm`]), and are
 //! aggregated into mean ± std tables over seeds ([`report`]). See `docs/studies.md`.
 
+pub mod band_plot;
 pub mod directory;
+pub mod html;
 pub mod local;
 pub mod points;
+pub mod report;
 pub mod run_point;
 pub mod slurm;
 pub mod spec;
 pub mod state;
-pub mod band_plot;
-pub mod html;
-pub mod report;
