@@ -750,6 +750,13 @@ fn the_engine_refuses_non_finite_statistics_and_scores() {
     let mut masks = MaskSet::ones(&model.graph, tch::Device::Cpu);
     let e = prune_step(&model.graph, &params, &mut masks, &x, &PruneConfig::default()).unwrap_err();
     assert!(matches!(&e, CoreError::NonFinite { layer, .. } if layer == "classifier.4"), "{e}");
+    // Masks other than 0/1 are refused by the engine's import too, naming the tensor.
+    let model = Model::new(Arch::Lenet300_100, 10, tch::Device::Cpu, 1);
+    let mut tensors = MaskSet::ones(&model.graph, tch::Device::Cpu).export("mask.", false);
+    tensors[0].1 = set_first(&tensors[0].1.to_kind(Kind::Float), 0.5);
+    let key = tensors[0].0.clone();
+    let e = MaskSet::import(&model.graph, &tensors, "mask.", tch::Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains(&key) && e.contains("0.5"), "{e}");
     // Finite inputs prune as before.
     let model = Model::new(Arch::Lenet300_100, 10, tch::Device::Cpu, 1);
     let mut masks = MaskSet::ones(&model.graph, tch::Device::Cpu);

@@ -167,6 +167,14 @@ impl MaskSet {
             } else {
                 return Err(CoreError::ShapeMismatch { name: key.clone(), expected: want, found: t.size() });
             };
+            // A mask is 0 or 1; anything else (0.5, 2, NaN) is a corrupt file, not "keep".
+            let bad = full.ne(0.0).logical_and(&full.ne(1.0));
+            if bad.any().int64_value(&[]) != 0 {
+                let v = full.masked_select(&bad).double_value(&[0]);
+                return Err(CoreError::Invalid(format!(
+                    "mask `{key}` holds values other than 0 and 1 (e.g. {v}); masks must be 0 or 1"
+                )));
+            }
             *slot = full.ne(0.0).to_kind(Kind::Float);
             found.insert(name.to_string());
         }
