@@ -762,3 +762,61 @@ fn the_engine_refuses_non_finite_statistics_and_scores() {
     let mut masks = MaskSet::ones(&model.graph, tch::Device::Cpu);
     prune_step(&model.graph, &model.params(), &mut masks, &x, &PruneConfig::default()).unwrap();
 }
+
+/// A small tmpfs mounted at `dir` (root only; `None` where mounting is not allowed).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_keeps_what_was_written() {
+    let fx = fx();
+    let tmp = tempfile::tempdir().unwrap();
+    // 3 MB holds the initial weights (1.1 MB) but not the first epoch's training state.
+    let Some(disk) = Tmpfs::mount(&tmp.path().join("disk"), "3m") else {
+        eprintln!("skipped: cannot mount a tmpfs (not root)");
+        return;
+    };
+    let run = disk.0.join("run");
+    let o = run_expect(relief(&["run", "-q", "--no-plots"]).arg(&fx.cfg).arg("--out").arg(&run), false);
+    let msg = text(&o);
+    assert!(msg.contains("No space left on device"), "{msg}");
+    assert!(msg.contains(&run.display().to_string()), "the error names the run directory: {msg}");
+    assert!(!msg.contains("panicked"), "{msg}");
+    // What was written before the disk filled is whole, and no temporary file is left.
+    let init = Checkpoint::read(&run.join("init.safetensors")).expect("init.safetensors loads");
+    assert!(!init.tensors.is_empty());
+    let leftovers: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left on the full disk: {leftovers:?}");
+    // An export onto the full disk fails and changes nothing in the source run.
+    let before = snapshot(&fx.run);
+    std::fs::write(disk.0.join("filler"), vec![0u8; 1_500_000]).ok();
+    let out = disk.0.join("small.safetensors");
+    let o = run_expect(relief(&["export", "--compact"]).arg(fx.ck()).arg("--out").arg(&out), false);
+    let msg = text(&o);
+    assert!(msg.contains("No space left on device") && !msg.contains("panicked"), "{msg}");
+    assert!(!out.exists(), "a partial export was left at {}", out.display());
+    assert_eq!(snapshot(&fx.run), before, "the source run changed");
+}
