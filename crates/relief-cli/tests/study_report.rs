@@ -461,7 +461,7 @@ fn run_chromium(bin: &str, dir: &Path, extra: &[String], url: &str) -> std::proc
     let mut last = None;
     for headless in ["--headless", "--headless=new"] {
         let out = Command::new(bin)
-            .args([headless, "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .args([headless, "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"])
             .arg(format!("--user-data-dir={}", dir.join("profile").display()))
             .args(extra)
             .arg(url)
