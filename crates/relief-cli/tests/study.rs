@@ -5,54 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{metrics, metrics_without_timing, mnist_sample, relief, run_expect, text};
+use common::{metrics, metrics_without_timing, relief, run_expect, study_file, text};
 use serde_json::Value;
-
-/// A study of tiny LeNet-300-100 runs: `grid` is the `[grid]` table's body.
-fn study_file(dir: &Path, name: &str, epochs: usize, iterations: usize, extra: &str, grid: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "{name}"
-{extra}
-[base]
-model = "lenet300-100"
-device = "cpu"
-threads = 1
-
-[base.data]
-dataset = "mnist"
-dir = "{data}"
-validation = 100
-train_limit = 600
-test_limit = 500
-
-[base.train]
-epochs = {epochs}
-batch_size = 60
-milestones = []
-
-[base.prune]
-iterations = {iterations}
-batch_size = 200
-rewind = true
-
-[base.retrain]
-epochs = {epochs}
-batch_size = 60
-milestones = []
-
-[grid]
-{grid}
-"#,
-        data = mnist_sample().display()
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn points(dir: &Path) -> Vec<Value> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("points.json")).unwrap()).unwrap();

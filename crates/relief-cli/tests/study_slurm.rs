@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{mnist_sample, relief, run_expect, text};
+use common::{relief, run_expect, study_file, text};
 use serde_json::Value;
 
 fn slurm_up() -> bool {
@@ -23,49 +23,6 @@ fn slurm_up() -> bool {
         eprintln!("skipped: no Slurm");
     }
     up
-}
-
-fn study_file(dir: &Path, name: &str, epochs: usize, iterations: usize, grid: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "{name}"
-
-[base]
-model = "lenet300-100"
-device = "cpu"
-threads = 1
-
-[base.data]
-dataset = "mnist"
-dir = "{data}"
-validation = 100
-train_limit = 600
-test_limit = 500
-
-[base.train]
-epochs = {epochs}
-batch_size = 60
-milestones = []
-
-[base.prune]
-iterations = {iterations}
-batch_size = 200
-
-[base.retrain]
-epochs = {epochs}
-batch_size = 60
-milestones = []
-
-[grid]
-{grid}
-
-[slurm]
-cpus_per_task = 1
-"#,
-        data = mnist_sample().display()
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn jobs(dir: &Path) -> Vec<Value> {
@@ -106,7 +63,8 @@ fn a_study_runs_as_slurm_job_arrays_and_a_cancelled_task_is_retried() {
     }
     let tmp = tempfile::tempdir().unwrap();
     // 1. A 2 x 3 study, submitted, run by array tasks, aggregated by the dependent report job.
-    let study = study_file(tmp.path(), "slurm23", 1, 1, "\"prune.alpha_fc\" = [0.9, 0.95]\nseed = [0, 1, 2]");
+    let study =
+        study_file(tmp.path(), "slurm23", 1, 1, "", "\"prune.alpha_fc\" = [0.9, 0.95]\nseed = [0, 1, 2]");
     let out = tmp.path().join("slurm23");
     let dry = run_expect(
         relief(&["study", "submit"])
@@ -152,7 +110,7 @@ fn a_study_runs_as_slurm_job_arrays_and_a_cancelled_task_is_retried() {
     assert!(s.contains("6 done") && s.contains("COMPLETED"), "{s}");
 
     // 2. A task cancelled mid-run shows as failed; --retry-failed resubmits only it.
-    let study = study_file(tmp.path(), "cancel", 8, 4, "seed = [0, 1, 2]");
+    let study = study_file(tmp.path(), "cancel", 8, 4, "", "seed = [0, 1, 2]");
     let out = tmp.path().join("cancel");
     run_expect(relief(&["study", "submit"]).arg(&study).arg("--slurm").arg("--out").arg(&out), true);
     let sub = &jobs(&out)[0];
@@ -190,7 +148,7 @@ fn a_study_runs_as_slurm_job_arrays_and_a_cancelled_task_is_retried() {
 #[test]
 fn submit_errors_are_clear_and_submit_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let study = study_file(tmp.path(), "nosbatch", 1, 1, "seed = [0, 1]");
+    let study = study_file(tmp.path(), "nosbatch", 1, 1, "", "seed = [0, 1]");
     // No Slurm on PATH: a clear error naming sbatch.
     let o = run_expect(
         relief(&["study", "submit"])

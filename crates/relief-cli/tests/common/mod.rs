@@ -97,3 +97,56 @@ pub fn metrics_without_timing(run: &Path) -> serde_json::Value {
     }
     m
 }
+
+/// A study file of tiny LeNet-300-100 runs (the sizes of [`tiny_config`]), written into `dir`:
+/// `extra` goes before the base (e.g. `match = "nnrelief"`), `grid` is the `[grid]` table's body.
+pub fn study_file(
+    dir: &Path,
+    name: &str,
+    epochs: usize,
+    iterations: usize,
+    extra: &str,
+    grid: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+{extra}
+[base]
+model = "lenet300-100"
+device = "cpu"
+threads = 1
+
+[base.data]
+dataset = "mnist"
+dir = "{data}"
+validation = 100
+train_limit = 600
+test_limit = 500
+
+[base.train]
+epochs = {epochs}
+batch_size = 60
+milestones = []
+
+[base.prune]
+iterations = {iterations}
+batch_size = 200
+rewind = true
+
+[base.retrain]
+epochs = {epochs}
+batch_size = 60
+milestones = []
+
+[grid]
+{grid}
+
+[slurm]
+cpus_per_task = 1
+"#,
+        data = mnist_sample().display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
