@@ -275,6 +275,13 @@ fn submit(a: SubmitArgs) -> Result<()> {
             .filter(|p| point_state(&dir, p).0.needs_run() && !queued.contains(&p.index))
             .map(|p| p.index)
             .collect();
+        if retry.is_empty() {
+            println!(
+                "relief: nothing to resubmit: every point of {} is done, queued or running",
+                dir.display()
+            );
+            return Ok(());
+        }
         println!("relief: resubmitting {} point(s) that are not done, queued or running", retry.len());
         Some(retry)
     } else {
