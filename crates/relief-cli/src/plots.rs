@@ -294,20 +294,20 @@ impl Ranged for RemainingAxis {
     }
 }
 
-fn accuracy_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    runs: &[RunSummary],
-    title: &str,
-    value: fn(&crate::metrics::IterationMetrics) -> f64,
-) -> Result<()> {
-    let all = runs.iter().flat_map(|r| r.rows.iter());
-    let min_x = all.clone().map(|r| r.remaining_percent).fold(100.0f64, f64::min).max(0.001);
-    let (y0, y1) = padded(all.map(value), 0.08, (0.0, 100.0));
-    // 100 % on the left, fewer parameters to the right, log scale.
+/// The accuracy-against-remaining-parameters axes (100 % on the left, fewer parameters to the
+/// right, log scale; accuracy from `y0` to `y1`), drawn with their mesh and labels: what the
+/// run plots and the study's band plot share.
+pub(crate) fn accuracy_axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    x_desc: &str,
+    min_x: f64,
+    (y0, y1): (f64, f64),
+) -> Result<ChartContext<'a, DB, Cartesian2d<RemainingAxis, plotters::coord::types::RangedCoordf64>>> {
     let (lo, hi) = (min_x * 0.8, 100.0 * 1.12);
     let x_range = RemainingAxis { lo, hi, ticks: log_ticks(lo, hi) };
     let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, 22))
+        .caption(caption, (FONT, 22))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(64)
@@ -315,7 +315,7 @@ fn accuracy_panel<DB: DrawingBackend>(
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc("remaining parameters (%, log scale)")
+        .x_desc(x_desc)
         .y_desc("test accuracy (%)")
         .x_label_formatter(&|v| pct_label(*v))
         .y_label_formatter(&|v| format!("{v:.1}"))
@@ -326,6 +326,19 @@ fn accuracy_panel<DB: DrawingBackend>(
         .bold_line_style(RGBColor(220, 220, 220))
         .draw()
         .map_err(e)?;
+    Ok(chart)
+}
+
+fn accuracy_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    runs: &[RunSummary],
+    title: &str,
+    value: fn(&crate::metrics::IterationMetrics) -> f64,
+) -> Result<()> {
+    let all = runs.iter().flat_map(|r| r.rows.iter());
+    let min_x = all.clone().map(|r| r.remaining_percent).fold(100.0f64, f64::min).max(0.001);
+    let (y0, y1) = padded(all.map(value), 0.08, (0.0, 100.0));
+    let mut chart = accuracy_axes(area, title, "remaining parameters (%, log scale)", min_x, (y0, y1))?;
     for (i, run) in runs.iter().enumerate() {
         let c = color(i);
         let points: Vec<(f64, f64)> = run.rows.iter().map(|r| (r.remaining_percent, value(r))).collect();

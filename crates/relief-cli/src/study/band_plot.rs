@@ -8,9 +8,7 @@ use anyhow::Result;
 use plotters::prelude::*;
 
 use super::report::{IterationStats, StudyReport};
-use crate::plots::{
-    color, e, legend, legend_height, log_ticks, padded, pct_label, register_font, RemainingAxis, FONT,
-};
+use crate::plots::{accuracy_axes, color, e, legend, legend_height, padded, register_font};
 
 /// Width of the chart in pixels.
 const WIDTH: u32 = 1100;
@@ -57,28 +55,13 @@ pub fn accuracy_svg(report: &StudyReport) -> Result<Option<String>> {
         let all = drawn.iter().flat_map(|(_, s)| s.iter());
         let min_x = all.clone().map(|p| p.0).fold(100.0f64, f64::min).max(0.001);
         let (y0, y1) = padded(all.flat_map(|&(_, y, s)| [y - s, y + s]), 0.08, (0.0, 100.0));
-        let (lo, hi) = (min_x * 0.8, 100.0 * 1.12);
-        let x_range = RemainingAxis { lo, hi, ticks: log_ticks(lo, hi) };
-        let mut chart = ChartBuilder::on(&body)
-            .caption("test accuracy after retraining: mean ± 1 std over seeds", (FONT, 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x_range, y0..y1)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("remaining parameters (%, log scale; mean over seeds)")
-            .y_desc("test accuracy (%)")
-            .x_label_formatter(&|v| pct_label(*v))
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .y_labels(8)
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(245, 245, 245))
-            .bold_line_style(RGBColor(220, 220, 220))
-            .draw()
-            .map_err(e)?;
+        let mut chart = accuracy_axes(
+            &body,
+            "test accuracy after retraining: mean ± 1 std over seeds",
+            "remaining parameters (%, log scale; mean over seeds)",
+            min_x,
+            (y0, y1),
+        )?;
         // Bands first, so every line stays visible above every band.
         for (i, (_, s)) in drawn.iter().enumerate() {
             if s.iter().all(|p| p.2 == 0.0) {
