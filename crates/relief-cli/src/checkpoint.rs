@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use relief_core::MaskSet;
-use relief_models::{Arch, Model};
+use relief_models::{Architecture, Model, ModelSpec};
 use safetensors::tensor::Dtype;
 use tch::{Device, Kind, Tensor};
 
@@ -23,6 +23,9 @@ pub const FORMAT: &str = "relief-checkpoint/1";
 
 /// Tensor-name prefixes that are not model state.
 pub const MASK_PREFIX: &str = "mask.";
+/// Metadata key holding a spec model's TOML, so that a checkpoint of a user network loads
+/// without the spec file.
+pub const MODEL_SPEC_KEY: &str = "model_spec";
 /// Prefix of the optimizer state.
 pub const OPT_PREFIX: &str = "opt.";
 /// Prefix of the best-so-far weights of a training phase in progress.
@@ -295,35 +298,51 @@ impl Checkpoint {
     pub fn model(
         &self,
         origin: &Path,
-        arch: Option<Arch>,
+        arch: Option<Architecture>,
         classes: Option<i64>,
         device: Device,
     ) -> Result<Model> {
         let arch = match arch {
             Some(a) => a,
-            None => self
-                .get("arch")
-                .ok_or_else(|| anyhow!("{}: no `arch` in the metadata; pass --model", origin.display()))?
-                .parse()
-                .map_err(|e: String| anyhow!("{}: {e}", origin.display()))?,
+            None => self.architecture(origin)?,
         };
         let classes = match classes {
             Some(c) => c,
             None => self.parse("num_classes", origin).map_err(|e| anyhow!("{e}; pass --num-classes"))?,
         };
-        let mut model = Model::new(arch, classes, device, 0);
+        let mut model = Model::build(&arch, classes, device, 0)
+            .map_err(|e| anyhow!("{}: {arch}: {e}", origin.display()))?;
         self.load_into(&mut model, origin)?;
         Ok(model)
     }
 
+    /// The architecture the metadata names: the embedded spec of a spec model, else `arch`.
+    pub fn architecture(&self, origin: &Path) -> Result<Architecture> {
+        if let Some(text) = self.get(MODEL_SPEC_KEY) {
+            let spec = ModelSpec::parse(text)
+                .map_err(|e| anyhow!("{}: metadata `{MODEL_SPEC_KEY}`: {e}", origin.display()))?;
+            return Ok(spec.into());
+        }
+        let arch = self
+            .get("arch")
+            .ok_or_else(|| anyhow!("{}: no `arch` in the metadata; pass --model", origin.display()))?;
+        Ok(Architecture::Zoo(arch.parse().map_err(|e: String| anyhow!("{}: {e}", origin.display()))?))
+    }
+
     /// Adds the model state (PyTorch names), masks (`mask.*`, full shape, `u8`) and the inert
-    /// set of `masks`.
+    /// set of `masks`, and names the architecture (a spec model's TOML goes into the metadata).
     pub fn put_model(&mut self, model: &Model, masks: &MaskSet) {
         self.extend(model.state(""));
         self.extend(masks.export(MASK_PREFIX, false));
         let inert: Vec<&str> = masks.iter().map(|(k, _)| k.as_str()).filter(|k| masks.is_inert(k)).collect();
         self.set("inert_masks", inert.join(","));
-        self.set("arch", model.arch);
+        self.set("arch", &model.arch);
+        match &model.arch {
+            Architecture::Spec(spec) => self.set(MODEL_SPEC_KEY, spec.to_toml()),
+            Architecture::Zoo(_) => {
+                self.meta.remove(MODEL_SPEC_KEY);
+            }
+        }
         self.set("num_classes", model.graph.num_classes);
     }
 }
@@ -331,6 +350,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relief_models::Arch;
 
     #[test]
     fn round_trip_with_metadata_and_masks() {
@@ -392,7 +412,8 @@ mod tests {
         ck.put_model(&model, &MaskSet::ones(&model.graph, Device::Cpu));
         let path = dir.path().join("c.safetensors");
         ck.write(&path).unwrap();
-        let err = Checkpoint::read(&path).unwrap().model(&path, Some(Arch::Lenet5), Some(10), Device::Cpu);
+        let err =
+            Checkpoint::read(&path).unwrap().model(&path, Some(Arch::Lenet5.into()), Some(10), Device::Cpu);
         let msg = format!("{:#}", err.err().unwrap());
         assert!(msg.contains("c.safetensors") && msg.contains("missing"), "{msg}");
         std::fs::write(dir.path().join("junk.safetensors"), b"not a file").unwrap();

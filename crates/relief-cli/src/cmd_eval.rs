@@ -9,7 +9,7 @@ use relief_core::compact;
 use relief_core::params::{Bound, TensorMap};
 use relief_core::{MaskSet, PruneGraph};
 use relief_data::{DatasetKind, SplitKind};
-use relief_models::Arch;
+use relief_models::Architecture;
 use serde_json::json;
 
 use crate::checkpoint::Checkpoint;
@@ -106,7 +106,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let arch = args
             .model
             .as_deref()
-            .map(|m| m.parse::<Arch>().map_err(|e| anyhow!("--model: {e}")))
+            .map(|m| Architecture::resolve(m, args.num_classes).map_err(|e| anyhow!("--model: {e}")))
             .transpose()?;
         let model = ck.model(&args.checkpoint, arch, args.num_classes, device)?;
         let masks = ck.masks(&model, &args.checkpoint)?;

@@ -9,7 +9,7 @@ use relief_core::engine::mark_inert_masks;
 use relief_core::exec::{forward, ForwardOptions};
 use relief_core::params::Bound;
 use relief_core::Semantics;
-use relief_models::Arch;
+use relief_models::Architecture;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{run_checkpoint_kind, Checkpoint};
@@ -54,7 +54,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     check_output(origin, &args.out)?;
     let ck = Checkpoint::read(origin)?;
     let arch = match &args.model {
-        Some(m) => Some(m.parse::<Arch>().map_err(|e: String| anyhow!(e))?),
+        Some(m) => Some(Architecture::resolve(m, args.num_classes).map_err(|e| anyhow!("--model: {e}"))?),
         None => None,
     };
     let device = Device::Cpu;
@@ -76,7 +76,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if let Some(semantics) = semantics {
         mark_inert_masks(&model.graph, &mut masks, semantics);
     }
-    let arch = model.arch;
+    let arch = model.arch.clone();
     let params = model.params();
     let c = compact_with_report(&model.graph, &params, &masks).context("compacting")?;
     // Provenance, so `relief eval` can find the data and report against the dense model.

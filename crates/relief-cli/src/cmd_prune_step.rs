@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use relief_core::{prune_step, MaskSet, PruneConfig, Semantics};
-use relief_models::{Arch, Model};
+use relief_models::{Architecture, Model};
 
 use crate::checkpoint::{self, check_tensors, Checkpoint};
 use crate::util::parse_device;
@@ -67,8 +67,9 @@ pub struct PruneStepArgs {
 /// unless `--masks` is given.
 pub fn run(args: PruneStepArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let arch: Arch = args.model.parse().map_err(|e: String| anyhow!(e))?;
-    let mut model = Model::new(arch, args.num_classes, device, 0);
+    let arch =
+        Architecture::resolve(&args.model, Some(args.num_classes)).map_err(|e| anyhow!("--model: {e}"))?;
+    let mut model = Model::build(&arch, args.num_classes, device, 0).map_err(|e| anyhow!("--model: {e}"))?;
     let ck = Checkpoint::read_checking(&args.weights, None)?;
     ck.refuse_compacted(&args.weights)?;
     let relief_checkpoint = args.weights_prefix.is_empty() && ck.get("format") == Some(checkpoint::FORMAT);

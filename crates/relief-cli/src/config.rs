@@ -27,7 +27,8 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Architecture: lenet300-100, lenet5, vgg-like, vgg11/13/16/19, resnet20/32/44/56/110,
-    /// vgg16-tiny, vgg19-tiny, resnet18-tiny.
+    /// vgg16-tiny, vgg19-tiny, resnet18-tiny; or the path of a model spec file (`*.toml`,
+    /// relative to the current directory; see `relief models` and docs/models.md).
     pub model: String,
     /// Classes of the last layer (default: the dataset's class count).
     #[serde(skip_serializing_if = "Option::is_none")]

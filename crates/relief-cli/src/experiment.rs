@@ -103,17 +103,27 @@ enum Opened {
 /// otherwise (listing the differences); a new directory gets the config.
 fn open_run_dir(dir: &Path, plan: &Plan) -> Result<(RunDir, Opened)> {
     let run = RunDir::acquire(dir)?;
+    let spec = crate::plan::spec_toml(&plan.arch);
     if !RunDir::is_run(dir) {
+        run.write_model_spec(spec.as_deref())?;
         run.write_config(&plan.config)?;
         return Ok((run, Opened::Fresh));
     }
     let old = run.read_config()?;
-    let old_hash = old.hash();
+    let old_spec = run.read_model_spec()?;
+    let old_hash = crate::plan::run_hash(&old, old_spec.as_deref());
     if old_hash == plan.hash {
         return Ok((run, Opened::Resumed));
     }
     if run.has_progress() {
-        let diff = old.diff(&plan.config);
+        let mut diff = old.diff(&plan.config);
+        if old_spec != spec {
+            diff.push(format!(
+                "the model spec {:?} differs from the run's copy ({})",
+                plan.config.model,
+                dir.join(crate::rundir::MODEL_SPEC_FILE).display()
+            ));
+        }
         bail!(
             "{}: holds a run with a different config; use another --out, or `relief prune --resume {}` \
              to continue it as it was. Differences (run -> now):\n  {}",
@@ -122,6 +132,7 @@ fn open_run_dir(dir: &Path, plan: &Plan) -> Result<(RunDir, Opened)> {
             diff.join("\n  ")
         );
     }
+    run.write_model_spec(spec.as_deref())?;
     run.take_over(&plan.config)?;
     let note = format!(
         "{}: no iteration completed under the previous config (hash {old_hash}); starting over with \

@@ -187,7 +187,8 @@ impl<'a> Pipeline<'a> {
             plan.data_dir.display(),
             t.elapsed().as_secs_f64()
         ));
-        let model = Model::new(plan.arch, plan.num_classes, plan.device, c.seed as i64);
+        let model = Model::build(&plan.arch, plan.num_classes, plan.device, c.seed as i64)
+            .map_err(|e| anyhow!("model = {:?}: {e}", c.model))?;
         let params = model.params();
         let bound = model.bound();
         let masks = MaskSet::ones(&model.graph, plan.device);
@@ -224,7 +225,7 @@ impl<'a> Pipeline<'a> {
         let ck = match (&self.plan.init, &self.plan.pretrained) {
             (Some(init), _) => {
                 let src = Checkpoint::read(init)?;
-                let mut probe = Model::new(self.plan.arch, self.plan.num_classes, Device::Cpu, 0);
+                let mut probe = Model::build(&self.plan.arch, self.plan.num_classes, Device::Cpu, 0)?;
                 src.load_into(&mut probe, init).context("init")?;
                 let mut ck = Checkpoint::new();
                 ck.put_model(&probe, &MaskSet::ones(&probe.graph, Device::Cpu));

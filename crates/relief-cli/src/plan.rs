@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use relief_core::PruneConfig;
 use relief_data::{DatasetKind, ValSize};
-use relief_models::Arch;
+use relief_models::Architecture;
 use tch::Device;
 
 use crate::config::{Config, MagnitudeScope, Method, Selection, TrainConfig, ValSpec};
@@ -50,12 +50,12 @@ pub enum PruneMethod {
 pub struct Plan {
     /// The resolved config (defaults filled in; written into the run directory).
     pub config: Config,
-    /// [`Config::hash`] of it.
+    /// [`Config::hash`] of it, combined with the spec's content for a spec model ([`run_hash`]).
     pub hash: String,
     /// Label of the experiment.
     pub name: String,
-    /// The architecture.
-    pub arch: Arch,
+    /// The architecture (a zoo one, or a spec file's, read when the plan was made).
+    pub arch: Architecture,
     /// Classes of the last layer.
     pub num_classes: i64,
     /// The dataset.
@@ -109,6 +109,27 @@ fn check_phase(section: &str, t: &TrainConfig, has_val: bool, problems: &mut Vec
             "{section}.select = \"best-val\" needs a validation split: set data.validation (e.g. 0.1) \
              or choose select = \"last\""
         ));
+    }
+}
+
+/// The run's identity: the config's hash, and for a spec model also the spec's content
+/// (`spec_toml`), so that a run whose spec file was edited is not resumed as the same experiment.
+pub fn run_hash(config: &Config, spec_toml: Option<&str>) -> String {
+    match spec_toml {
+        None => config.hash(),
+        Some(spec) => {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(format!("{}\n{spec}", config.hash()).as_bytes());
+            digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        }
+    }
+}
+
+/// A spec model's TOML (none for a zoo architecture).
+pub fn spec_toml(arch: &Architecture) -> Option<String> {
+    match arch {
+        Architecture::Zoo(_) => None,
+        Architecture::Spec(spec) => Some(spec.to_toml()),
     }
 }
 
@@ -194,20 +215,21 @@ impl Plan {
 
     fn build(config: Config, stages: Stages, origin: &str, defer_match: bool) -> Result<Self> {
         let mut problems = Vec::new();
-        let arch = match config.model.parse::<Arch>() {
+        let dataset = config.data.dataset.kind();
+        let num_classes = config.num_classes.unwrap_or(dataset.classes());
+        if num_classes < 2 {
+            problems.push(format!("num_classes = {num_classes}: expected >= 2"));
+        }
+        let arch = match Architecture::resolve(&config.model, Some(num_classes.max(2))) {
             Ok(a) => Some(a),
             Err(e) => {
                 problems.push(format!("model = {:?}: {e}", config.model));
                 None
             }
         };
-        let dataset = config.data.dataset.kind();
-        let num_classes = config.num_classes.unwrap_or(dataset.classes());
-        if num_classes < 2 {
-            problems.push(format!("num_classes = {num_classes}: expected >= 2"));
-        }
-        if let Some(arch) = arch.filter(|_| num_classes >= 2) {
-            let graph = arch.graph(num_classes);
+        if let Some(graph) =
+            arch.as_ref().filter(|_| num_classes >= 2).and_then(|a| a.graph(num_classes).ok())
+        {
             let want: i64 = graph.input_shape.iter().product();
             let have: i64 = dataset.image_shape().iter().product();
             if want != have {
@@ -356,11 +378,12 @@ impl Plan {
                 problems.join("\n  - ")
             );
         }
-        let name = config.name.clone().unwrap_or_else(|| format!("{}-{}", config.model, p.method));
+        let arch = arch.expect("checked");
+        let name = config.name.clone().unwrap_or_else(|| format!("{}-{}", arch.name(), p.method));
         Ok(Self {
-            hash: config.hash(),
+            hash: run_hash(&config, spec_toml(&arch).as_deref()),
             name,
-            arch: arch.expect("checked"),
+            arch,
             num_classes,
             dataset,
             data_dir,
@@ -378,7 +401,8 @@ impl Plan {
     pub fn describe(&self) -> String {
         let method = match &self.method {
             PruneMethod::Nnrelief(c) => {
-                let has_conv = self.arch.graph(self.num_classes).layers.iter().any(|l| l.op.is_conv());
+                let has_conv =
+                    self.arch.graph(self.num_classes).is_ok_and(|g| g.layers.iter().any(|l| l.op.is_conv()));
                 if has_conv {
                     format!(
                         "NNrelief ({}, alpha_conv {}, alpha_fc {})",

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use relief_models::Arch;
+use relief_models::Architecture;
 
 use crate::config::{Config, MagnitudeScope, Method};
 use crate::metrics::{self, IterationMetrics};
@@ -82,6 +82,19 @@ impl RunSummary {
         Ok(Self { dir: dir.to_path_buf(), config, rows })
     }
 
+    /// The run's architecture: its `model.toml` copy for a spec model, else the config's zoo name.
+    pub fn architecture(&self) -> Option<Architecture> {
+        match std::fs::read_to_string(self.dir.join(crate::rundir::MODEL_SPEC_FILE)) {
+            Ok(text) => relief_models::ModelSpec::parse(&text).ok().map(Architecture::from),
+            Err(_) => Architecture::resolve(&self.config.model, self.config.num_classes).ok(),
+        }
+    }
+
+    /// The model's name in tables: the zoo name, or a spec model's `name`.
+    pub fn model_label(&self) -> String {
+        self.architecture().map(|a| a.name()).unwrap_or_else(|| self.config.model.clone())
+    }
+
     /// The run's label (config `name`, else the directory name).
     pub fn name(&self) -> String {
         self.config.name.clone().unwrap_or_else(|| {
@@ -109,13 +122,11 @@ impl RunSummary {
         let p = &self.config.prune;
         match p.method {
             Method::Nnrelief => {
+                let classes = self.config.num_classes.unwrap_or(10);
                 let has_conv = self
-                    .config
-                    .model
-                    .parse::<Arch>()
-                    .map(|a| {
-                        a.graph(self.config.num_classes.unwrap_or(10)).layers.iter().any(|l| l.op.is_conv())
-                    })
+                    .architecture()
+                    .and_then(|a| a.graph(classes).ok())
+                    .map(|g| g.layers.iter().any(|l| l.op.is_conv()))
                     .unwrap_or(true);
                 if has_conv {
                     format!("NNrelief (alpha_conv {}, alpha_fc {})", p.alpha_conv, p.alpha_fc)
@@ -177,7 +188,7 @@ impl RunSummary {
         format!(
             "{}: {} on {}, {} ({}{incomplete})\n{}",
             self.name(),
-            self.config.model,
+            self.model_label(),
             self.config.data.dataset.kind(),
             self.method_label(),
             self.dir.display(),
@@ -216,7 +227,7 @@ pub fn comparison_table(runs: &[RunSummary]) -> String {
             let (first, last) = (run.rows.first()?, run.rows.last()?);
             Some(vec![
                 label(run),
-                run.config.model.clone(),
+                run.model_label(),
                 run.config.data.dataset.kind().to_string(),
                 run.method_label(),
                 run.incomplete().unwrap_or_else(|| last.iteration.to_string()),

@@ -40,6 +40,9 @@ pub struct RunDir {
 /// The resolved config's file name.
 pub const CONFIG_FILE: &str = "config.resolved.toml";
 
+/// A spec model's copy of its spec, as the run started (`model = "*.toml"` runs only).
+pub const MODEL_SPEC_FILE: &str = "model.toml";
+
 /// The lock file's name.
 pub const LOCK_FILE: &str = "run.lock";
 
@@ -243,6 +246,27 @@ impl RunDir {
             cfg.to_toml()
         );
         write_atomic(&self.config_path(), text.as_bytes())
+    }
+
+    /// Writes `model.toml` (a spec model's spec) or removes it (a zoo model).
+    pub fn write_model_spec(&self, spec_toml: Option<&str>) -> Result<()> {
+        let path = self.root.join(MODEL_SPEC_FILE);
+        match spec_toml {
+            Some(text) => write_atomic(&path, text.as_bytes()),
+            None if path.exists() => {
+                std::fs::remove_file(&path).with_context(|| format!("{}: cannot remove", path.display()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `model.toml`, if the run has one.
+    pub fn read_model_spec(&self) -> Result<Option<String>> {
+        let path = self.root.join(MODEL_SPEC_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        std::fs::read_to_string(&path).map(Some).with_context(|| format!("{}: cannot read", path.display()))
     }
 
     /// Reads `config.resolved.toml`.

@@ -3,12 +3,14 @@
 //! [`relief_core::PruneGraph`] with the authors' PyTorch parameter names; [`spec`] describes
 //! any network of the supported layers as TOML data (the zoo's are built-in specs).
 
+pub mod architecture;
 mod builder;
 pub mod error;
 pub mod model;
 pub mod spec;
 pub mod zoo;
 
+pub use architecture::{names_spec_file, Architecture};
 pub use error::ModelError;
 pub use model::{init_vars, Model};
 pub use spec::{Inference, LayerInfo, ModelSpec, SpecError, ZOO_SPECS};

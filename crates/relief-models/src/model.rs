@@ -15,13 +15,15 @@ use relief_core::MaskSet;
 use tch::nn::{Init, VarStore};
 use tch::{Device, Kind, Tensor};
 
+use crate::architecture::Architecture;
 use crate::error::ModelError;
+use crate::spec::SpecError;
 use crate::zoo::Arch;
 
-/// A model of the zoo with its parameters.
+/// A network (of the zoo or from a spec) with its parameters.
 pub struct Model {
     /// The architecture.
-    pub arch: Arch,
+    pub arch: Architecture,
     /// Its prunable structure.
     pub graph: PruneGraph,
     /// Parameters and BatchNorm buffers, by PyTorch name.
@@ -66,7 +68,19 @@ impl Model {
     pub fn new(arch: Arch, num_classes: i64, device: Device, seed: i64) -> Self {
         let graph = arch.graph(num_classes);
         let vs = init_vars(&graph, device, seed);
-        Self { arch, graph, vs }
+        Self { arch: arch.into(), graph, vs }
+    }
+
+    /// A freshly initialised model of any architecture (a spec is shape-checked first).
+    pub fn build(
+        arch: &Architecture,
+        num_classes: i64,
+        device: Device,
+        seed: i64,
+    ) -> Result<Self, SpecError> {
+        let graph = arch.graph(num_classes)?;
+        let vs = init_vars(&graph, device, seed);
+        Ok(Self { arch: arch.clone(), graph, vs })
     }
 
     /// Device of the parameters.

@@ -20,8 +20,9 @@
 //!
 //! Every point is an ordinary [`Config`]: the base with the point's values set at their
 //! dotted keys, validated through the same [`Plan`] validation as `relief run` before any work
-//! starts. Relative paths (`data.dir`, `pretrained`, `init`) are made absolute against the
-//! directory the study was created from (`workdir`, kept in `study.resolved.toml`), so a point
+//! starts. Relative paths (`data.dir`, `pretrained`, `init`, a spec file's `model`) are made
+//! absolute against the directory the study was created from (`workdir`, kept in
+//! `study.resolved.toml`), so a point
 //! runs the same from any directory, locally or on a Slurm node.
 //!
 //! Point ids are built from the varied values in grid order with `seed` last
@@ -517,6 +518,9 @@ fn absolutize(config: &mut Config, workdir: &Path) {
         [&mut config.pretrained, &mut config.init, &mut config.prune.magnitude_match].into_iter().flatten()
     {
         *p = absolute(workdir, p);
+    }
+    if relief_models::names_spec_file(&config.model) {
+        config.model = absolute(workdir, Path::new(&config.model)).display().to_string();
     }
 }
 
