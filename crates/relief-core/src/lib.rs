@@ -7,28 +7,25 @@
 //!
 //! Method: Dekhovich, Tax, Sluiter, Bessa, "Neural network relief: a pruning algorithm based on
 //! neural activity", arXiv 2109.10795.
+//!
+//! Layout by concern: [`pruning`] (graph -> exec -> stats -> score -> select -> backward ->
+//! masks, the engine, magnitude pruning, accounting), [`training`] (masked optimizers, schedule),
+//! [`deployment`] (compaction, sparse inference), [`runtime`] (libtorch plumbing, tensor I/O).
 
-pub mod accounting;
-pub mod backward;
-pub mod compact;
-pub mod engine;
+pub mod deployment;
 pub mod error;
-pub mod exec;
-pub mod graph;
-pub mod host_memory;
-pub mod magnitude;
-pub mod masks;
-pub mod optim;
-pub mod parallel;
-pub mod params;
-pub mod precision;
-pub mod score;
-pub mod select;
-pub mod semantics;
-pub mod sparse;
-pub mod stats;
-pub mod tensor_io;
-pub mod train;
+pub mod pruning;
+pub mod runtime;
+pub mod training;
+
+// The modules by their flat names too (`relief_core::graph`, `relief_core::compact`, ...), the
+// paths the rest of the workspace and users' code have always used.
+pub use deployment::{compact, sparse};
+pub use pruning::{
+    accounting, backward, engine, exec, graph, magnitude, masks, params, score, select, semantics, stats,
+};
+pub use runtime::{host_memory, parallel, precision, tensor_io};
+pub use training::{optim, train};
 
 pub use engine::{prune_step, PruneConfig, PruneOutcome};
 pub use error::CoreError;
