@@ -8,6 +8,16 @@ trap 'rm -f "$log"' EXIT
 status=0
 echo "[test] cargo test --workspace --all-targets"
 cargo test --workspace --all-targets 2>&1 | tee -a "$log" || status=1
+echo "[test] cargo run --example custom_prune (the library API example, on the MNIST sample)"
+example_out=$(mktemp -d)
+if cargo run --example custom_prune -- "$example_out/run" 2>&1 | tee -a "$log" | tail -4 \
+  && [[ -f "$example_out/run/pruned.safetensors" ]]; then
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored (example custom_prune)" | tee -a "$log"
+else
+  echo "example custom_prune FAILED" && echo "test result: FAILED. 0 passed; 1 failed; 0 ignored" >>"$log"
+  status=1
+fi
+rm -rf "$example_out"
 echo "[test] cargo test --workspace --doc"
 cargo test --workspace --doc 2>&1 | tee -a "$log" || status=1
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')

@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::cmd_experiment::CommonArgs;
-use crate::config::Override;
-use crate::experiment::{execute, Request, Source};
-use crate::plan::Stages;
+use relief_experiment::config::Override;
+use relief_experiment::experiment::{execute, Request, Source};
+use relief_experiment::plan::Stages;
 
 /// The demo config, built into the binary for when `configs/demo.toml` is not at hand.
 pub const DEMO_TOML: &str = include_str!("../../../configs/demo.toml");

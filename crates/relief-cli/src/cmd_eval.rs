@@ -12,10 +12,10 @@ use relief_data::{DatasetKind, SplitKind};
 use relief_models::Architecture;
 use serde_json::json;
 
-use crate::checkpoint::Checkpoint;
-use crate::pipeline::{accuracy, load_dataset, DataSpec};
-use crate::report::{render_table, thousands};
-use crate::util::parse_device;
+use relief_experiment::checkpoint::Checkpoint;
+use relief_experiment::pipeline::{accuracy, load_dataset, DataSpec};
+use relief_experiment::report::{render_table, thousands};
+use relief_experiment::util::parse_device;
 
 /// The model to evaluate, from either kind of file.
 struct Loaded {

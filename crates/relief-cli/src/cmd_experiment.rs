@@ -1,14 +1,14 @@
 //! `relief train`, `relief prune` and `relief run`: experiments from a TOML config into a run
-//! directory (see [`crate::experiment`]).
+//! directory (see [`relief_experiment::experiment`]).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 
-use crate::config::Override;
-use crate::experiment::{execute, Request, Source};
-use crate::plan::Stages;
+use relief_experiment::config::Override;
+use relief_experiment::experiment::{execute, Request, Source};
+use relief_experiment::plan::Stages;
 
 /// Flags shared by the experiment commands.
 #[derive(Debug, Clone, Args)]

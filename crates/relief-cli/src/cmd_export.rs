@@ -12,8 +12,8 @@ use relief_core::Semantics;
 use relief_models::Architecture;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{run_checkpoint_kind, Checkpoint};
-use crate::rundir::CONFIG_FILE;
+use relief_experiment::checkpoint::{run_checkpoint_kind, Checkpoint};
+use relief_experiment::rundir::CONFIG_FILE;
 
 /// Arguments of `relief export`.
 #[derive(Debug, Args)]

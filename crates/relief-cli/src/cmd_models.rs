@@ -12,7 +12,7 @@ use relief_models::spec::zoo_toml;
 use relief_models::{Arch, Inference, ModelSpec, SpecError, ZOO_SPECS};
 use tch::Device;
 
-use crate::report::{render_table, thousands};
+use relief_experiment::report::{render_table, thousands};
 
 /// Arguments of `relief models`.
 #[derive(Debug, Args)]

@@ -7,8 +7,8 @@ use clap::Args;
 use relief_core::{prune_step, MaskSet, PruneConfig, Semantics};
 use relief_models::{Architecture, Model};
 
-use crate::checkpoint::{self, check_tensors, Checkpoint};
-use crate::util::parse_device;
+use relief_experiment::checkpoint::{self, check_tensors, Checkpoint};
+use relief_experiment::util::parse_device;
 
 /// Arguments of `relief prune-step`.
 #[derive(Debug, Args)]

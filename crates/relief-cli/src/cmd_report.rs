@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::checkpoint::write_atomic;
-use crate::plots;
-use crate::report::{self, RunSummary};
+use relief_experiment::checkpoint::write_atomic;
+use relief_experiment::plots;
+use relief_experiment::report::{self, RunSummary};
 
 /// Arguments of `relief report`.
 #[derive(Debug, Args)]
@@ -29,7 +29,9 @@ pub struct ReportArgs {
 /// Runs `relief report`.
 pub fn run(args: ReportArgs) -> Result<()> {
     // A study directory (it has `points.json`): the study report, aggregated over seeds.
-    if let Some(study) = args.runs.iter().find(|d| d.join(crate::study::points::POINTS_FILE).is_file()) {
+    if let Some(study) =
+        args.runs.iter().find(|d| d.join(relief_experiment::study::points::POINTS_FILE).is_file())
+    {
         if args.runs.len() > 1 {
             bail!(
                 "{} is a study directory: report it on its own (`relief report {}`), not with other runs",
@@ -37,7 +39,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
                 study.display()
             );
         }
-        crate::study::report::run(study, args.out.as_deref(), !args.no_plots)?;
+        relief_experiment::study::report::run(study, args.out.as_deref(), !args.no_plots)?;
         return Ok(());
     }
     let runs: Vec<RunSummary> = args.runs.iter().map(|d| RunSummary::load(d)).collect::<Result<_>>()?;

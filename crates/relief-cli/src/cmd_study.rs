@@ -1,18 +1,18 @@
 //! `relief study run | run-point | submit | status | report`: sweeps of ordinary relief runs
-//! (see [`crate::study`] and docs/studies.md).
+//! (see [`relief_experiment::study`] and docs/studies.md).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
-use crate::report::render_table;
-use crate::study::directory::{self, StudyLock};
-use crate::study::local::{self, parse_devices, LocalOptions, Slot};
-use crate::study::points::{log_path, PointsFile};
-use crate::study::slurm::{self, JobsFile, SubmitOptions};
-use crate::study::spec::{SlurmDefaults, Study};
-use crate::study::state::{point_state, PointState};
+use relief_experiment::report::render_table;
+use relief_experiment::study::directory::{self, StudyLock};
+use relief_experiment::study::local::{self, parse_devices, LocalOptions, Slot};
+use relief_experiment::study::points::{log_path, PointsFile};
+use relief_experiment::study::slurm::{self, JobsFile, SubmitOptions};
+use relief_experiment::study::spec::{SlurmDefaults, Study};
+use relief_experiment::study::state::{point_state, PointState};
 
 /// Arguments of `relief study`.
 #[derive(Debug, Args)]
@@ -61,7 +61,7 @@ pub struct RunArgs {
     /// quick trial of the whole study (repeatable; as `relief run --set`). Points get other
     /// config hashes, so use another --out than the full study's.
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<crate::config::Override>,
+    pub set: Vec<relief_experiment::config::Override>,
     /// Validate every point and list them; run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -119,7 +119,7 @@ pub struct SubmitArgs {
     pub retry_failed: bool,
     /// Override one field of the base config of every point (as `relief study run --set`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<crate::config::Override>,
+    pub set: Vec<relief_experiment::config::Override>,
     /// Print the sbatch scripts; submit nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -149,7 +149,7 @@ pub struct ReportArgs {
 pub fn run(args: StudyArgs) -> Result<()> {
     match args.command {
         StudyCommand::Run(a) => run_local(a),
-        StudyCommand::RunPoint(a) => crate::study::run_point::run_point(&a.dir, a.index, a.quiet),
+        StudyCommand::RunPoint(a) => relief_experiment::study::run_point::run_point(&a.dir, a.index, a.quiet),
         StudyCommand::Submit(a) => submit(a),
         StudyCommand::Status(a) => status(&a.dir),
         StudyCommand::Report(a) => report(&a.dir, a.out.as_deref(), !a.no_plots),
@@ -159,11 +159,15 @@ pub fn run(args: StudyArgs) -> Result<()> {
 fn name_of(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot read the study file: {e}", path.display()))?;
-    Ok(crate::study::spec::StudyFile::parse(&text, &path.display().to_string())?.name)
+    Ok(relief_experiment::study::spec::StudyFile::parse(&text, &path.display().to_string())?.name)
 }
 
 /// Loads the study file (with `--set` overrides) and the directory it runs in.
-fn load(study: &Path, out: Option<&Path>, set: &[crate::config::Override]) -> Result<(Study, PathBuf)> {
+fn load(
+    study: &Path,
+    out: Option<&Path>,
+    set: &[relief_experiment::config::Override],
+) -> Result<(Study, PathBuf)> {
     let dir = match out {
         Some(o) => o.to_path_buf(),
         None => directory::default_dir(&name_of(study)?),
@@ -391,5 +395,5 @@ fn status(dir: &Path) -> Result<()> {
 }
 
 fn report(dir: &Path, out: Option<&Path>, plots: bool) -> Result<()> {
-    crate::study::report::run(dir, out, plots).map(|_| ())
+    relief_experiment::study::report::run(dir, out, plots).map(|_| ())
 }

@@ -1,11 +1,11 @@
-//! relief-cli: the `relief` command line as a library. Raw arguments and a TOML experiment
-//! config become one validated [`plan::Plan`]; [`pipeline`] runs the iterative prune-retrain
-//! loop into a [`rundir::RunDir`] (resumable, checkpointed), [`report`] and [`plots`] turn run
-//! directories into tables and charts. `main.rs` only calls [`cli::main`].
+//! relief-cli: the `relief` command line, a thin layer over the libraries. Each `cmd_*` module
+//! parses one subcommand's arguments (clap) and calls `relief-experiment` (configs, plans, the
+//! prune-retrain loop, run directories, reports, studies), `relief-models` (zoo and specs),
+//! `relief-data` (datasets) or `relief-core` (the engine, compaction). `main.rs` only calls
+//! [`cli::main`].
 
 #![warn(missing_docs)]
 
-pub mod checkpoint;
 pub mod cli;
 pub mod cmd_data;
 pub mod cmd_demo;
@@ -16,15 +16,3 @@ pub mod cmd_models;
 pub mod cmd_prune_step;
 pub mod cmd_report;
 pub mod cmd_study;
-pub mod config;
-pub mod experiment;
-pub mod logging;
-pub mod metrics;
-pub mod pipeline;
-pub mod plan;
-pub mod plots;
-pub mod progress;
-pub mod report;
-pub mod rundir;
-pub mod study;
-pub mod util;

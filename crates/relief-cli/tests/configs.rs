@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use relief_cli::config::{Config, Override, Selection};
-use relief_cli::plan::{Plan, Stages};
+use relief_experiment::config::{Config, Override, Selection};
+use relief_experiment::plan::{Plan, Stages};
 
 fn configs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");

@@ -6,11 +6,11 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use relief_cli::checkpoint::Checkpoint;
 use relief_core::compact::load_compact;
 use relief_core::exec::{forward, ForwardOptions};
 use relief_core::params::Bound;
 use relief_core::{prune_step, MaskSet, PruneConfig, Semantics};
+use relief_experiment::checkpoint::Checkpoint;
 use relief_models::{Arch, Model};
 use tch::{Device, Kind, Tensor};
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
-use relief_cli::checkpoint::Checkpoint;
+use relief_experiment::checkpoint::Checkpoint;
 use tch::{Kind, Tensor};
 
 /// The weight masks (`mask.<layer>.weight`) of a run's iteration checkpoint.

@@ -5,8 +5,8 @@
 fn a_panic_is_logged_with_a_backtrace() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("relief.log");
-    relief_cli::logging::init_file_log(&log).unwrap();
-    relief_cli::logging::install_panic_hook(log.clone(), dir.path().to_path_buf());
+    relief_experiment::logging::init_file_log(&log).unwrap();
+    relief_experiment::logging::install_panic_hook(log.clone(), dir.path().to_path_buf());
     let caught = std::panic::catch_unwind(|| panic!("deliberate test panic"));
     assert!(caught.is_err());
     let _ = std::panic::take_hook();

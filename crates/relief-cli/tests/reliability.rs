@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::*;
-use relief_cli::checkpoint::Checkpoint;
+use relief_experiment::checkpoint::Checkpoint;
 use tch::{Kind, Tensor};
 
 /// The shared fixture: a trained run and files derived from it.

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use relief_cli::checkpoint::Checkpoint;
+use relief_experiment::checkpoint::Checkpoint;
 
 /// A small xorshift generator seeded from the clock (printed, so a failure can be replayed with
 /// RELIEF_RESUME_SEED).

@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use relief_cli::rundir::RunDir;
+use relief_experiment::rundir::RunDir;
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use relief_cli::config::{Config, Method};
-use relief_cli::metrics::{self, IterationMetrics, LayerMetrics};
-use relief_cli::study::points::{PointEntry, PointsFile};
-use relief_cli::study::report::{self, StudyReport};
+use relief_experiment::config::{Config, Method};
+use relief_experiment::metrics::{self, IterationMetrics, LayerMetrics};
+use relief_experiment::study::points::{PointEntry, PointsFile};
+use relief_experiment::study::report::{self, StudyReport};
 
 const STUDY: &str = "demo <sweep> & co";
 const NNRELIEF: &str = "model=lenet300-100,method=nnrelief";

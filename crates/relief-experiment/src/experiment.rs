@@ -158,25 +158,60 @@ pub fn execute(req: Request) -> Result<()> {
         (_, Some(o)) => o.clone(),
         (_, None) => RunDir::fresh_path(&plan.name),
     };
-    let (run, opened) = open_run_dir(&dir, &plan)?;
+    let options = RunOptions { progress: Mode::detect(req.quiet), plots: !req.no_plots, panic_hook: true };
+    let summary = run_plan(&plan, &dir, &options)?;
+    let text = report::text(std::slice::from_ref(&summary));
+    println!("\n{text}");
+    println!("results: {} (metrics.csv, metrics.json, plots/, iter-*.safetensors)", summary.dir.display());
+    Ok(())
+}
+
+/// How [`run_plan`] reports and what it writes besides the checkpoints and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Progress output (bars on a terminal, lines, or nothing).
+    pub progress: Mode,
+    /// Write the plots into `plots/` at the end.
+    pub plots: bool,
+    /// Install a panic hook that points at the run's log (the CLI does; a library caller may
+    /// have its own).
+    pub panic_hook: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { progress: Mode::Plain, plots: true, panic_hook: false }
+    }
+}
+
+/// Runs (or resumes) `plan` into the run directory `dir`: the directory is locked, resumed when
+/// it holds a run of the same plan, taken over when a failed start left nothing saved, refused
+/// when it holds another run's progress; then every iteration runs (`relief.log` in the
+/// directory gets the `tracing` events unless the process already has a subscriber), and
+/// `summary.txt` (and plots) are written. Returns the run's summary: its metrics rows, one per
+/// iteration, and the config (render it with [`report::text`]).
+pub fn run_plan(plan: &Plan, dir: &Path, options: &RunOptions) -> Result<RunSummary> {
+    let (run, opened) = open_run_dir(dir, plan)?;
     let resumed = matches!(opened, Opened::Resumed);
     println!("relief: run directory {}", run.path().display());
     logging::init_file_log(&run.log_path())?;
     if let Opened::TakenOver(note) = &opened {
         tracing::warn!("{note}");
     }
-    logging::install_panic_hook(run.log_path(), run.path().to_path_buf());
+    if options.panic_hook {
+        logging::install_panic_hook(run.log_path(), run.path().to_path_buf());
+    }
     if plan.config.threads > 0 {
         tch::set_num_threads(plan.config.threads as i32);
     }
-    let progress = Progress::new(Mode::detect(req.quiet));
+    let progress = Progress::new(options.progress);
     tracing::info!(
         "relief {} session start: {}",
         env!("CARGO_PKG_VERSION"),
         std::env::args().collect::<Vec<_>>().join(" ")
     );
     progress.line(&format!("{}{}", if resumed { "resuming: " } else { "" }, plan.describe()));
-    let result = Pipeline::new(&plan, &run, &progress).and_then(|p| p.execute());
+    let result = Pipeline::new(plan, &run, &progress).and_then(|p| p.execute());
     let rows = match result {
         Ok(rows) => rows,
         Err(err) => {
@@ -191,7 +226,7 @@ pub fn execute(req: Request) -> Result<()> {
     let summary = RunSummary { dir: run.path().to_path_buf(), config: plan.config.clone(), rows };
     let text = report::text(std::slice::from_ref(&summary));
     crate::checkpoint::write_atomic(&run.path().join("summary.txt"), text.as_bytes())?;
-    if !req.no_plots && !summary.rows.is_empty() {
+    if options.plots && !summary.rows.is_empty() {
         match plots::write_all(&run.plots_dir(), std::slice::from_ref(&summary)) {
             Ok(files) => tracing::info!(
                 "plots: {}",
@@ -201,7 +236,5 @@ pub fn execute(req: Request) -> Result<()> {
         }
     }
     tracing::info!("session end");
-    println!("\n{text}");
-    println!("results: {} (metrics.csv, metrics.json, plots/, iter-*.safetensors)", run.path().display());
-    Ok(())
+    Ok(summary)
 }

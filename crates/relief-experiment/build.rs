@@ -1,0 +1,3 @@
+fn main() {
+    relief_build::link_libtorch();
+}
