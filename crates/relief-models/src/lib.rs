@@ -6,12 +6,14 @@
 pub mod architecture;
 mod builder;
 pub mod error;
+pub mod init;
 pub mod model;
 pub mod spec;
 pub mod zoo;
 
 pub use architecture::{names_spec_file, Architecture};
 pub use error::ModelError;
+pub use init::{construction_order, init_vars_with, InitScheme};
 pub use model::{init_vars, Model};
 pub use spec::{Inference, LayerInfo, ModelSpec, SpecError, ZOO_SPECS};
 pub use zoo::{Arch, VggConfig, ARCH_NAMES};

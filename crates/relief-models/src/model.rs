@@ -3,7 +3,9 @@
 //! Parameter names are the authors' PyTorch `state_dict` keys, so PyTorch checkpoints exported
 //! to safetensors load 1:1. Initialisation follows the authors: Kaiming-normal weights
 //! (`std = sqrt(2 / fan_in)`), PyTorch's default bias init `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`,
-//! BatchNorm `gamma = 1, beta = 0`, running mean 0 and variance 1 — seeded.
+//! BatchNorm `gamma = 1, beta = 0`, running mean 0 and variance 1 — seeded. That is relief's own
+//! scheme ([`InitScheme::Relief`]); [`InitScheme::Pytorch`] draws the authors' exact tensors
+//! ([`Model::build_with`], [`crate::init`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,6 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::architecture::Architecture;
 use crate::error::ModelError;
+use crate::init::{init_vars_with, InitScheme};
 use crate::spec::SpecError;
 use crate::zoo::Arch;
 
@@ -30,13 +33,25 @@ pub struct Model {
     pub vs: VarStore,
 }
 
-fn sub_path<'a>(vs: &'a VarStore, module: &str) -> tch::nn::Path<'a> {
+pub(crate) fn sub_path<'a>(vs: &'a VarStore, module: &str) -> tch::nn::Path<'a> {
     module.split('.').fold(vs.root(), |p, c| p.sub(c))
+}
+
+/// A fresh BatchNorm `bn` over `c` channels, as PyTorch's: weight 1, bias 0, running mean 0,
+/// running variance 1, `num_batches_tracked` 0 (no random draw).
+pub(crate) fn add_batch_norm(vs: &VarStore, bn: &str, c: i64) {
+    let p = sub_path(vs, bn);
+    let _ = p.var("weight", &[c], Init::Const(1.0));
+    let _ = p.var("bias", &[c], Init::Const(0.0));
+    let _ = p.zeros_no_train("running_mean", &[c]);
+    let _ = p.ones_no_train("running_var", &[c]);
+    let _ = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, vs.device())), false);
 }
 
 /// The parameters and BatchNorm buffers of `graph`, freshly initialised as the authors do
 /// (see the module docs), seeded with `seed`: the same graph and seed give the same tensors,
-/// whether the graph comes from the zoo or from a spec ([`crate::ModelSpec::graph`]).
+/// whether the graph comes from the zoo or from a spec ([`crate::ModelSpec::graph`]). This is
+/// [`InitScheme::Relief`]; [`init_vars_with`] chooses the scheme.
 pub fn init_vars(graph: &PruneGraph, device: Device, seed: i64) -> VarStore {
     tch::manual_seed(seed);
     let vs = VarStore::new(device);
@@ -51,13 +66,7 @@ pub fn init_vars(graph: &PruneGraph, device: Device, seed: i64) -> VarStore {
             let _ = p.var("bias", &[layer.op.outputs()], Init::Uniform { lo: -bound, up: bound });
         }
         if let Some(bn) = &layer.batch_norm {
-            let p = sub_path(&vs, bn);
-            let c = layer.op.outputs();
-            let _ = p.var("weight", &[c], Init::Const(1.0));
-            let _ = p.var("bias", &[c], Init::Const(0.0));
-            let _ = p.zeros_no_train("running_mean", &[c]);
-            let _ = p.ones_no_train("running_var", &[c]);
-            let _ = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, device)), false);
+            add_batch_norm(&vs, bn, layer.op.outputs());
         }
     }
     vs
@@ -71,15 +80,28 @@ impl Model {
         Self { arch: arch.into(), graph, vs }
     }
 
-    /// A freshly initialised model of any architecture (a spec is shape-checked first).
+    /// A freshly initialised model of any architecture (a spec is shape-checked first), with
+    /// relief's own scheme ([`InitScheme::Relief`]).
     pub fn build(
         arch: &Architecture,
         num_classes: i64,
         device: Device,
         seed: i64,
     ) -> Result<Self, SpecError> {
+        Self::build_with(arch, num_classes, device, seed, InitScheme::Relief)
+    }
+
+    /// [`Model::build`] with the initialisation scheme `scheme` ([`InitScheme::Pytorch`]: the
+    /// authors' PyTorch tensors for `seed`, bit for bit, on any device).
+    pub fn build_with(
+        arch: &Architecture,
+        num_classes: i64,
+        device: Device,
+        seed: i64,
+        scheme: InitScheme,
+    ) -> Result<Self, SpecError> {
         let graph = arch.graph(num_classes)?;
-        let vs = init_vars(&graph, device, seed);
+        let vs = init_vars_with(&graph, device, seed, scheme);
         Ok(Self { arch: arch.clone(), graph, vs })
     }
 
