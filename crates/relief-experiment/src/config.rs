@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use relief_core::Semantics;
+use relief_models::InitScheme;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -36,6 +37,13 @@ pub struct Config {
     /// Seed of the initialisation, validation carve, shuffling, augmentation, dropout and the
     /// pruning batch. Every epoch's seed is derived from (seed, iteration, epoch).
     pub seed: u64,
+    /// How the initial weights are drawn from `seed`: `relief` (relief's own order and
+    /// kernels) or `pytorch` (the authors' PyTorch code bit for bit: `torch.manual_seed(seed)`,
+    /// the layers' default `reset_parameters()`, then `kaiming_normal_`; the same tensors on CPU
+    /// and CUDA). See `relief_models::init` and docs/models.md. Left out of the resolved config
+    /// (and so of [`Config::hash`]) when `relief`, so older run directories still resume.
+    #[serde(skip_serializing_if = "InitScheme::is_default")]
+    pub init_scheme: InitScheme,
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// CPU threads libtorch uses inside one operation; 0 = libtorch's default (one per core).
@@ -66,6 +74,7 @@ impl Default for Config {
             model: "lenet300-100".into(),
             num_classes: None,
             seed: 0,
+            init_scheme: InitScheme::Relief,
             device: "auto".into(),
             threads: 0,
             pretrained: None,
@@ -624,6 +633,38 @@ mod tests {
         assert_eq!(m.prune.magnitude_match, Some(PathBuf::from("runs/x")));
         assert!(m.to_toml().contains("magnitude_match = \"runs/x\""));
         assert_eq!(Config::from_toml(&m.to_toml(), "resolved").unwrap(), m);
+    }
+
+    #[test]
+    fn init_scheme_defaults_to_relief_and_keeps_existing_hashes() {
+        let c = Config::default();
+        assert_eq!(c.init_scheme, InitScheme::Relief);
+        assert!(!c.to_toml().contains("init_scheme"));
+        // The hash `relief train --dry-run` printed for this config before `init_scheme` existed.
+        let old = "name = \"c\"\nmodel = \"lenet5\"\n[data]\ndir = \"/tmp/hcheck/d\"\n";
+        assert_eq!(Config::from_toml(old, "c.toml").unwrap().hash(), "efd499e0f143b7d6");
+        let explicit = Config::from_toml(&format!("init_scheme = \"relief\"\n{old}"), "c.toml").unwrap();
+        assert_eq!(explicit.hash(), "efd499e0f143b7d6");
+        let p = Config::from_toml_with(old, "c.toml", &[set("init_scheme=pytorch").unwrap()]).unwrap();
+        assert_eq!(p.init_scheme, InitScheme::Pytorch);
+        assert!(p.to_toml().contains("init_scheme = \"pytorch\""));
+        assert_ne!(p.hash(), explicit.hash());
+        assert_eq!(Config::from_toml(&p.to_toml(), "resolved").unwrap(), p);
+        let err = set("init_scheme=torch").unwrap_err().to_string();
+        assert!(err.contains("init_scheme") && err.contains("pytorch"), "{err}");
+    }
+
+    #[test]
+    fn paper_presets_use_the_authors_initialisation() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/paper");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let c = Config::load(&path, &[]).unwrap();
+            assert_eq!(c.init_scheme, InitScheme::Pytorch, "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 7, "{n} presets in {}", dir.display());
     }
 
     #[test]

@@ -187,8 +187,9 @@ impl<'a> Pipeline<'a> {
             plan.data_dir.display(),
             t.elapsed().as_secs_f64()
         ));
-        let model = Model::build(&plan.arch, plan.num_classes, plan.device, c.seed as i64)
-            .map_err(|e| anyhow!("model = {:?}: {e}", c.model))?;
+        let model =
+            Model::build_with(&plan.arch, plan.num_classes, plan.device, c.seed as i64, c.init_scheme)
+                .map_err(|e| anyhow!("model = {:?}: {e}", c.model))?;
         let params = model.params();
         let bound = model.bound();
         let masks = MaskSet::ones(&model.graph, plan.device);
