@@ -237,3 +237,91 @@ fn export_never_overwrites_the_input_or_a_run_checkpoint() {
     export(&["--compact", iter1.to_str().unwrap(), "--out", elsewhere.to_str().unwrap()]);
     load_compact(&elsewhere).unwrap();
 }
+
+/// The bytes a sparse file must hold, computed independently from the dense compacted tensors:
+/// every float tensor's non-zero entries (weights, `>= 2` dims, stored sparse) or all entries
+/// (the rest) at `value_bytes` each, plus for each weight the cheaper of CSR (int32 offsets,
+/// int16 columns) and a bitmask.
+fn payload_bytes(file: &Path, value_bytes: u64) -> u64 {
+    let (_, tensors) = load_compact(file).unwrap();
+    let mut total = 0;
+    for t in tensors.values().filter(|t| t.is_floating_point()) {
+        let n = t.numel() as u64;
+        let dims = t.size();
+        if dims.len() >= 2 {
+            let nnz = t.ne(0.0).sum(Kind::Int64).int64_value(&[]) as u64;
+            let index = (4 * (dims[0] as u64 + 1) + 2 * nnz).min(n.div_ceil(8));
+            total += (nnz * value_bytes + index).min(n * value_bytes);
+        } else {
+            total += n * value_bytes;
+        }
+    }
+    total
+}
+
+#[test]
+fn sparse_export_is_as_small_as_the_alive_weights_and_evaluates_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tiny_run(tmp.path());
+    let iter1 = run.join("iter-001.safetensors");
+    let compact = tmp.path().join("compact.safetensors");
+    let sparse = tmp.path().join("sparse.safetensors");
+    let half = tmp.path().join("half.safetensors");
+    export(&["--compact", iter1.to_str().unwrap(), "--out", compact.to_str().unwrap()]);
+    let out = export(&[
+        "--check",
+        "16",
+        "--sparse",
+        "--compact",
+        iter1.to_str().unwrap(),
+        "--out",
+        sparse.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sparse (F32)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    export(&[
+        "--check",
+        "16",
+        "--sparse",
+        "--dtype",
+        "f16",
+        "--compact",
+        iter1.to_str().unwrap(),
+        "--out",
+        half.to_str().unwrap(),
+    ]);
+
+    // Decoded, the sparse file is exactly the compacted model.
+    let (g1, t1) = load_compact(&compact).unwrap();
+    let (g2, t2) = load_compact(&sparse).unwrap();
+    assert_eq!(g1, g2);
+    assert_eq!(t1.len(), t2.len());
+    for (k, t) in &t1 {
+        assert!(t2[k].equal(t), "{k}");
+    }
+    // Size: at most 1.3x the values and indices it must hold; smaller than the compacted file.
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let need = payload_bytes(&compact, 4);
+    assert!(size(&sparse) as f64 <= 1.3 * need as f64, "{} bytes for {need} bytes of payload", size(&sparse));
+    assert!(size(&sparse) < size(&compact) && size(&half) < size(&sparse));
+    assert!(size(&half) as f64 <= 1.3 * payload_bytes(&compact, 2) as f64);
+
+    // `relief eval`: the same accuracy from the sparse file; float16 within a point.
+    let (c, s, h) = (eval_json(&compact), eval_json(&sparse), eval_json(&half));
+    assert_eq!(c["test_accuracy"], s["test_accuracy"]);
+    assert_eq!(s["compacted"], true);
+    let gap = (c["test_accuracy"].as_f64().unwrap() - h["test_accuracy"].as_f64().unwrap()).abs();
+    assert!(gap <= 1.0, "float16 changed the accuracy by {gap} points");
+    // --dtype without --sparse is refused by the argument parser.
+    let o = Command::new(env!("CARGO_BIN_EXE_relief"))
+        .args(["export", "--dtype", "f16", "--compact"])
+        .arg(&iter1)
+        .arg("--out")
+        .arg(tmp.path().join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -72,7 +72,7 @@ fn a_user_spec_trains_prunes_compacts_and_evaluates_end_to_end() {
     assert_eq!(compacted["compacted"], true);
     assert_eq!(masked["test_accuracy"], compacted["test_accuracy"], "same predictions on real digits");
     let acc = compacted["test_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.3, "a trained network beats chance (10 %) clearly: {acc}");
+    assert!(acc > 30.0, "a trained network beats chance (10 %) clearly: {acc} %");
     let c = &compacted["compaction"];
     assert!(c["compact_params"].as_i64().unwrap() < c["dense_params"].as_i64().unwrap(), "{c}");
     assert_eq!(

@@ -20,7 +20,7 @@ pub mod training;
 
 // The modules by their flat names too (`relief_core::graph`, `relief_core::compact`, ...), the
 // paths the rest of the workspace and users' code have always used.
-pub use deployment::{compact, sparse};
+pub use deployment::{compact, sparse, sparse_file};
 pub use pruning::{
     accounting, backward, engine, exec, graph, magnitude, masks, params, score, select, semantics, stats,
 };

@@ -793,8 +793,34 @@ pub fn save_compact_with(
     crate::tensor_io::write_safetensors(path, &list, &meta)
 }
 
-/// Reads a compacted model written by [`save_compact`]: its graph and CPU tensors, checked
-/// against each other.
+/// [`save_compact_with`], the tensors stored sparse ([`crate::sparse_file`]): the non-zero
+/// entries of every weight with a CSR or bitmask index, values in `dtype`. [`load_compact`]
+/// reads it back as dense float32 tensors.
+pub fn save_sparse_with(
+    path: &Path,
+    graph: &PruneGraph,
+    tensors: &TensorMap,
+    extra: &BTreeMap<String, String>,
+    dtype: crate::sparse_file::ValueDtype,
+) -> Result<crate::sparse_file::SparseReport, CoreError> {
+    let mut meta = extra.clone();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("version".to_string(), FORMAT_VERSION.to_string());
+    meta.insert(
+        "graph".to_string(),
+        serde_json::to_string(graph).map_err(|e| CoreError::Invalid(format!("graph to JSON: {e}")))?,
+    );
+    meta.insert("arch".to_string(), graph.arch.clone());
+    meta.insert("num_classes".to_string(), graph.num_classes.to_string());
+    let cpu: TensorMap = tensors.iter().map(|(k, v)| (k.clone(), v.to_device(tch::Device::Cpu))).collect();
+    let (list, layouts, report) = crate::sparse_file::encode(&cpu, dtype);
+    meta.insert(crate::sparse_file::SPARSE_KEY.to_string(), layouts);
+    crate::tensor_io::write_safetensors(path, &list, &meta)?;
+    Ok(report)
+}
+
+/// Reads a compacted model written by [`save_compact`] (or [`save_sparse_with`]: its tensors
+/// come back dense, float32): its graph and CPU tensors, checked against each other.
 pub fn load_compact(path: &Path) -> Result<(PruneGraph, TensorMap), CoreError> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -817,6 +843,9 @@ pub fn load_compact(path: &Path) -> Result<(PruneGraph, TensorMap), CoreError> {
             .ok_or_else(|| io_err(path, format!("tensor `{name}`: unsupported dtype {:?}", view.dtype())))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         tensors.insert(name, Tensor::from_data_size(view.data(), &shape, kind));
+    }
+    if let Some(layouts) = info.get(crate::sparse_file::SPARSE_KEY) {
+        tensors = crate::sparse_file::decode(tensors, layouts).map_err(|e| io_err(path, e))?;
     }
     crate::params::Bound::new(&graph, &tensors).map_err(|e| io_err(path, e))?;
     Ok((graph, tensors))
