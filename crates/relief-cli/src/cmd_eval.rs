@@ -2,40 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
-use relief_core::accounting::account;
-use relief_core::compact;
-use relief_core::params::{Bound, TensorMap};
-use relief_core::{MaskSet, PruneGraph};
-use relief_data::{DatasetKind, SplitKind};
 use relief_models::Architecture;
 use serde_json::json;
 
-use relief_experiment::checkpoint::Checkpoint;
-use relief_experiment::pipeline::{accuracy, load_dataset, DataSpec};
+use relief_experiment::evaluate::LoadedModel;
 use relief_experiment::report::{render_table, thousands};
 use relief_experiment::util::parse_device;
-
-/// The model to evaluate, from either kind of file.
-struct Loaded {
-    graph: PruneGraph,
-    params: TensorMap,
-    masks: MaskSet,
-    /// Read from a compacted model file.
-    compacted: bool,
-    /// For a compacted model: weight + bias entries and FLOPs per sample of the prunable layers,
-    /// before and after compaction (from `relief export`).
-    dense: Option<CompactCounts>,
-}
-
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-struct CompactCounts {
-    dense_params: i64,
-    compact_params: i64,
-    dense_flops: i64,
-    compact_flops: i64,
-}
 
 /// Arguments of `relief eval`.
 #[derive(Debug, Args)]
@@ -77,70 +51,25 @@ pub struct EvalArgs {
 /// Runs `relief eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let ck = Checkpoint::read(&args.checkpoint)?;
-    let loaded = if ck.get("format") == Some(compact::FORMAT) {
-        if args.model.is_some() || args.num_classes.is_some() {
-            bail!(
-                "{}: a compacted model carries its own architecture; drop --model/--num-classes",
-                args.checkpoint.display()
-            );
-        }
-        let (graph, tensors) = compact::load_compact(&args.checkpoint)?;
-        let params: TensorMap = tensors.into_iter().map(|(k, v)| (k, v.to_device(device))).collect();
-        let masks = MaskSet::ones(&graph, device);
-        let number = |k: &str| ck.get(k).and_then(|v| v.parse::<i64>().ok());
-        let dense = match (
-            number("dense_params"),
-            number("compact_params"),
-            number("dense_flops"),
-            number("compact_flops"),
-        ) {
-            (Some(dense_params), Some(compact_params), Some(dense_flops), Some(compact_flops)) => {
-                Some(CompactCounts { dense_params, compact_params, dense_flops, compact_flops })
-            }
-            _ => None,
-        };
-        let compacted = true;
-        Loaded { graph, params, masks, dense, compacted }
-    } else {
-        let arch = args
-            .model
-            .as_deref()
-            .map(|m| Architecture::resolve(m, args.num_classes).map_err(|e| anyhow!("--model: {e}")))
-            .transpose()?;
-        let model = ck.model(&args.checkpoint, arch, args.num_classes, device)?;
-        let masks = ck.masks(&model, &args.checkpoint)?;
-        let params = model.params();
-        masks.apply(&params);
-        Loaded { graph: model.graph.clone(), params, masks, dense: None, compacted: false }
-    };
-    let Loaded { graph, params, masks, dense, compacted } = loaded;
-    let bound = Bound::new(&graph, &params)?;
-    let acc = account(&graph, &masks);
+    let arch = args
+        .model
+        .as_deref()
+        .map(|m| Architecture::resolve(m, args.num_classes).map_err(|e| anyhow!("--model: {e}")))
+        .transpose()?;
+    let loaded = LoadedModel::load(&args.checkpoint, arch, args.num_classes, device)?;
+    let (graph, compacted, dense, ck) =
+        (&loaded.graph, loaded.compacted, loaded.compaction, &loaded.checkpoint);
+    let acc = loaded.accounting();
     let test_acc = if args.no_data {
         None
     } else {
-        let name = args.dataset.clone().or_else(|| ck.get("dataset").map(String::from));
-        let Some(name) = name else {
-            bail!("{}: no dataset in the metadata; pass --dataset (or --no-data)", args.checkpoint.display())
-        };
-        let kind: DatasetKind = name.parse().map_err(|e| anyhow!("--dataset: {e}"))?;
-        let dir = args
-            .data
-            .clone()
-            .or_else(|| ck.get("data_dir").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("data").join(kind.name()));
-        let data = load_dataset(&DataSpec {
-            kind,
-            dir: &dir,
-            validation: None,
-            seed: 0,
-            train_limit: 1,
-            test_limit: args.test_limit,
-            device,
-        })?;
-        accuracy(&graph, &bound, &masks, &data, SplitKind::Test, args.batch_size)?
-            .map(|a| (a, data.test.len()))
+        loaded.test_accuracy(
+            args.dataset.as_deref(),
+            args.data.as_deref(),
+            args.test_limit,
+            args.batch_size,
+            &args.checkpoint,
+        )?
     };
     if args.json {
         let v = json!({

@@ -18,10 +18,12 @@ fn main() -> Result<()> {
     let out = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| "runs/custom-prune".into());
 
     // The experiment: every field not set here keeps its documented default (docs/pipeline.md).
-    let mut config = Config::default();
-    config.name = Some("custom-prune".into());
-    config.model = repo.join("examples/specs/small-resnet.toml").display().to_string();
-    config.device = "auto".into(); // CUDA when there is one
+    let mut config = Config {
+        name: Some("custom-prune".into()),
+        model: repo.join("examples/specs/small-resnet.toml").display().to_string(),
+        device: "auto".into(), // CUDA when there is one
+        ..Config::default()
+    };
     config.data.dir = Some(repo.join("data/mnist-sample"));
     config.data.train_limit = 2000;
     config.data.test_limit = 1000;

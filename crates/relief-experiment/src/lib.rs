@@ -8,7 +8,8 @@
 //! saving [`checkpoint::Checkpoint`]s by PyTorch names and one [`metrics::IterationMetrics`]
 //! row per iteration; [`report`] and [`plots`] turn run directories into tables and charts;
 //! [`study`] expands sweeps into many runs, locally or on Slurm, and aggregates them.
-//! [`experiment::execute`] is the whole of `relief run`/`prune --resume` behind one call.
+//! [`experiment::execute`] is the whole of `relief run`/`prune --resume` behind one call;
+//! [`evaluate::LoadedModel`] loads any saved model (checkpoint, compacted, sparse) to evaluate it.
 //!
 //! The pruning engine itself is `relief-core` (device-agnostic, knows no concrete model or
 //! dataset); networks are `relief-models`, datasets `relief-data`. See docs/architecture.md.
@@ -17,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod evaluate;
 pub mod experiment;
 pub mod logging;
 pub mod metrics;
