@@ -122,3 +122,28 @@ fn a_bad_spec_in_a_config_is_refused_before_any_work_naming_the_layer() {
     assert!(msg.contains("model = \"bad.toml\"") && msg.contains("layer 0 `stem.conv`"), "{msg}");
     assert!(!cwd.join("run").exists(), "nothing is created for an invalid plan");
 }
+
+#[test]
+fn a_resnet_style_spec_without_a_stem_is_refused_under_reference_semantics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let spec = std::fs::read_to_string(spec_file()).unwrap();
+    let no_stem: String =
+        spec.lines().filter(|l| !l.starts_with("stem = true")).collect::<Vec<_>>().join("\n");
+    assert_ne!(no_stem, spec);
+    std::fs::write(cwd.join("nostem.toml"), no_stem).unwrap();
+    let cfg = common::tiny_config(cwd, 1, 1);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"lenet300-100\"", "\"nostem.toml\"");
+    std::fs::write(&cfg, text).unwrap();
+    let run = |extra: &[&str], ok: bool| {
+        common::run_expect(
+            common::relief(&["run", "-q", "--no-plots", "--dry-run"]).arg(&cfg).args(extra).current_dir(cwd),
+            ok,
+        )
+    };
+    let msg = common::text(&run(&[], false));
+    assert!(msg.contains("stem = true") && msg.contains("prune.semantics = \"paper\""), "{msg}");
+    // Paper semantics, or magnitude pruning, have no stem rule.
+    run(&["--set", "prune.semantics=paper"], true);
+    run(&["--set", "prune.method=magnitude"], true);
+}

@@ -241,6 +241,22 @@ impl Plan {
                     dataset.image_shape()
                 ));
             }
+            // The authors' ResNet code (reference semantics) is written around its stem: without
+            // one, a spec's first convolution would be scored and backward-pruned by rules made
+            // for block convolutions (observed: a 1-channel first convolution lost every filter on MNIST).
+            let uses_reference = config.prune.semantics == relief_core::Semantics::Reference
+                && config.prune.method != crate::config::Method::Magnitude;
+            if uses_reference
+                && graph.convention == relief_core::graph::Convention::Resnet
+                && !graph.layers.iter().any(|l| l.role == relief_core::graph::Role::Stem)
+            {
+                problems.push(format!(
+                    "model = {:?}: a ResNet-style model (residual blocks) under prune.semantics = \"reference\" \
+                     needs its first convolution marked `stem = true`, as in the authors' ResNets (see \
+                     docs/models.md); or set prune.semantics = \"paper\"",
+                    config.model
+                ));
+            }
         }
         let device = match parse_device(&config.device) {
             Ok(d) => d,
