@@ -36,6 +36,25 @@ else
   .venv/bin/python -m pip install --disable-pip-version-check -q "torch==$TORCH_VERSION"
 fi
 
+# relief_torch (python/, docs/pytorch.md) reads and writes safetensors with torch alone plus the
+# `safetensors` package (no numpy). onnx + onnxscript are optional: only its ONNX export test
+# uses them (they bring numpy); RELIEF_SETUP_ONNX=0 skips them.
+if .venv/bin/python -c 'import safetensors' 2>/dev/null; then
+  say "safetensors already installed in .venv"
+else
+  say "installing safetensors from PyPI into .venv (for relief_torch)"
+  .venv/bin/python -m pip install --disable-pip-version-check -q safetensors
+fi
+if [[ "${RELIEF_SETUP_ONNX:-1}" != "0" ]]; then
+  if .venv/bin/python -c 'import onnx, onnxscript' 2>/dev/null; then
+    say "onnx and onnxscript already installed in .venv"
+  else
+    say "installing onnx and onnxscript from PyPI into .venv (optional: relief_torch's ONNX test)"
+    .venv/bin/python -m pip install --disable-pip-version-check -q onnx onnxscript \
+      || say "warning: onnx/onnxscript could not be installed; relief_torch's ONNX test will be skipped"
+  fi
+fi
+
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 if [[ "$(readlink .libtorch 2>/dev/null || true)" != "$torch_dir" ]]; then
   ln -sfn "$torch_dir" .libtorch
