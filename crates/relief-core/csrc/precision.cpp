@@ -38,3 +38,24 @@ extern "C" int relief_set_cuda_fp32_precision(int op, int precision) {
     return -2;
   }
 }
+
+// Autocast (mixed precision) of the current thread for one device type, as torch.autocast sets
+// it: device 0 = CPU, 1 = CUDA; dtype 0 = bfloat16, 1 = float16. Returns the previous state
+// (bit 0: enabled, bits 1-2: dtype code) or a negative value on error. Disabling clears the
+// autocast weight cache, as leaving `torch.autocast` does.
+#include <ATen/autocast_mode.h>
+
+extern "C" int relief_set_autocast(int device, int enabled, int dtype) {
+  if ((device != 0 && device != 1) || (dtype != 0 && dtype != 1)) return -1;
+  try {
+    const auto type = device == 0 ? at::kCPU : at::kCUDA;
+    const bool was = at::autocast::is_autocast_enabled(type);
+    const int was_dtype = at::autocast::get_autocast_dtype(type) == at::kHalf ? 1 : 0;
+    at::autocast::set_autocast_dtype(type, dtype == 0 ? at::kBFloat16 : at::kHalf);
+    at::autocast::set_autocast_enabled(type, enabled != 0);
+    if (enabled == 0) at::autocast::clear_cache();
+    return (was ? 1 : 0) | (was_dtype << 1);
+  } catch (...) {
+    return -2;
+  }
+}

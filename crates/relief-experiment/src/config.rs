@@ -12,6 +12,7 @@
 //! the test set and so reports an optimistically biased test accuracy; the paper presets keep
 //! `best-test` only to reproduce the authors' protocol and say so.
 
+use relief_core::optim::TrainPrecision;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -229,6 +230,16 @@ pub struct TrainConfig {
     pub gamma: f64,
     /// Which epoch's weights the phase keeps: last, best-val or best-test.
     pub select: Selection,
+    /// Arithmetic of the training steps: default (libtorch's float32 defaults: on CUDA TF32
+    /// convolutions, IEEE matrix products), fp32 (IEEE everywhere), tf32 (TF32 convolutions and
+    /// matrix products, CUDA), bf16 (bfloat16 autocast, float32 weights, masks and optimizer).
+    /// Pruning always scores in IEEE float32.
+    #[serde(skip_serializing_if = "is_default_precision")]
+    pub precision: TrainPrecision,
+}
+
+fn is_default_precision(p: &TrainPrecision) -> bool {
+    *p == TrainPrecision::Default
 }
 
 impl Default for TrainConfig {
@@ -243,6 +254,7 @@ impl Default for TrainConfig {
             milestones: vec![30],
             gamma: 0.1,
             select: Selection::BestVal,
+            precision: TrainPrecision::Default,
         }
     }
 }

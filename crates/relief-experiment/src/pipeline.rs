@@ -24,7 +24,7 @@ use relief_core::accounting::account;
 use relief_core::engine::conform_batch;
 use relief_core::exec::{forward, ForwardOptions};
 use relief_core::magnitude::{magnitude_prune, MagnitudeTarget};
-use relief_core::optim::{masked_train_step, MaskedOptimizer};
+use relief_core::optim::{masked_train_step_with, MaskedOptimizer};
 use relief_core::params::{Bound, TensorMap};
 use relief_core::train::multistep_lr;
 use relief_core::{prune_step, MaskSet, PruneGraph};
@@ -553,7 +553,7 @@ impl<'a> Pipeline<'a> {
                 let (x, y) = batch?;
                 let x = conform_batch(&self.model.graph, &x)?;
                 let n = y.size()[0];
-                let (loss, ok) = masked_train_step(
+                let (loss, ok) = masked_train_step_with(
                     &self.model.graph,
                     &self.bound,
                     &self.params,
@@ -561,6 +561,7 @@ impl<'a> Pipeline<'a> {
                     &mut st.opt,
                     &x,
                     &y,
+                    phase.precision,
                 );
                 if b % 50 == 0 && !loss.double_value(&[]).is_finite() {
                     bail!(

@@ -12,12 +12,16 @@
 //! The setting is libtorch's process-wide `at::Context` float32 precision (what PyTorch calls
 //! `torch.backends.cudnn.conv.fp32_precision` and `torch.backends.cuda.matmul.fp32_precision`),
 //! read and written through a small C++ shim (`csrc/precision.cpp`). It has no effect on the CPU.
+//!
+//! Training may choose its own arithmetic (`TrainPrecision`): [`CudaFloat32Math`] for IEEE or
+//! TF32 steps, [`AutocastBf16`] for bfloat16 mixed precision (autocast, as `torch.autocast`).
 
 use std::sync::Mutex;
 
 extern "C" {
     fn relief_cuda_fp32_precision(op: i32) -> i32;
     fn relief_set_cuda_fp32_precision(op: i32, precision: i32) -> i32;
+    fn relief_set_autocast(device: i32, enabled: i32, dtype: i32) -> i32;
 }
 
 /// An operation family whose float32 math mode libtorch lets us choose on CUDA.
@@ -110,5 +114,61 @@ impl Drop for ExactFloat32 {
             set_cuda_float32_math(CudaOp::Conv, state.1[0]);
             set_cuda_float32_math(CudaOp::Matmul, state.1[1]);
         }
+    }
+}
+
+/// A scoped float32 math mode for CUDA convolutions and matrix products (training precision
+/// `fp32` = IEEE, `tf32` = TF32): sets both for its lifetime, restores the previous modes after.
+/// Not for use while [`ExactFloat32`] guards are alive on other threads (training and pruning
+/// do not overlap).
+#[must_use = "the previous float32 math mode is restored when the guard is dropped"]
+pub struct CudaFloat32Math {
+    previous: [Float32Math; 2],
+}
+
+impl CudaFloat32Math {
+    /// Sets `math` for convolutions and matrix products.
+    pub fn new(math: Float32Math) -> CudaFloat32Math {
+        let previous = [cuda_float32_math(CudaOp::Conv), cuda_float32_math(CudaOp::Matmul)];
+        set_cuda_float32_math(CudaOp::Conv, math);
+        set_cuda_float32_math(CudaOp::Matmul, math);
+        CudaFloat32Math { previous }
+    }
+}
+
+impl Drop for CudaFloat32Math {
+    fn drop(&mut self) {
+        set_cuda_float32_math(CudaOp::Conv, self.previous[0]);
+        set_cuda_float32_math(CudaOp::Matmul, self.previous[1]);
+    }
+}
+
+/// While alive, the current thread runs eligible ops on `device`'s type (convolutions, matrix
+/// products, linear layers) in bfloat16, as `torch.autocast(device_type, dtype=torch.bfloat16)`
+/// does: float32 tensors stay float32 (master weights, masks, optimizer state), their bfloat16
+/// copies are cached for the scope, and ops autocast keeps in float32 (softmax, losses,
+/// BatchNorm statistics) stay there. The previous autocast state is restored on drop.
+#[must_use = "autocast ends when the guard is dropped"]
+pub struct AutocastBf16 {
+    device: i32,
+    previous: i32,
+}
+
+impl AutocastBf16 {
+    /// Enables bfloat16 autocast for `device`'s type on this thread.
+    pub fn new(device: tch::Device) -> AutocastBf16 {
+        let device = if device.is_cuda() { 1 } else { 0 };
+        // SAFETY: the shim takes plain integers and catches every C++ exception.
+        let previous = unsafe { relief_set_autocast(device, 1, 0) };
+        AutocastBf16 { device, previous }
+    }
+}
+
+impl Drop for AutocastBf16 {
+    fn drop(&mut self) {
+        let (enabled, dtype) =
+            if self.previous < 0 { (0, 0) } else { (self.previous & 1, (self.previous >> 1) & 1) };
+        // SAFETY: as above.
+        let _ = unsafe { relief_set_autocast(self.device, enabled, dtype) };
     }
 }

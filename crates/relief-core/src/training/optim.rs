@@ -230,8 +230,63 @@ pub fn masked_train_step(
     x: &Tensor,
     y: &Tensor,
 ) -> (Tensor, Tensor) {
-    let logits = forward(graph, bound, Some(masks), x, ForwardOptions::TRAIN, None);
-    let loss = logits.cross_entropy_for_logits(y);
+    masked_train_step_with(graph, bound, params, masks, opt, x, y, TrainPrecision::Default)
+}
+
+/// The arithmetic of a training step (`train.precision`). Pruning always scores in IEEE float32,
+/// whatever the training precision ([`crate::precision::ExactFloat32`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainPrecision {
+    /// libtorch's float32 defaults (on CUDA: TF32 convolutions, IEEE matrix products).
+    #[default]
+    Default,
+    /// IEEE float32 for every convolution and matrix product.
+    Fp32,
+    /// TF32 tensor cores for convolutions and matrix products (CUDA; the CPU computes IEEE).
+    Tf32,
+    /// bfloat16 mixed precision: forward and loss under autocast (convolutions and linear
+    /// layers in bfloat16, softmax, loss and BatchNorm statistics in float32), backward
+    /// outside it; weights, masks, gradients and optimizer state stay float32, so masks stay
+    /// exact.
+    Bf16,
+}
+
+impl std::fmt::Display for TrainPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrainPrecision::Default => "default",
+            TrainPrecision::Fp32 => "fp32",
+            TrainPrecision::Tf32 => "tf32",
+            TrainPrecision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// [`masked_train_step`] in the given [`TrainPrecision`].
+#[allow(clippy::too_many_arguments)]
+pub fn masked_train_step_with(
+    graph: &PruneGraph,
+    bound: &Bound,
+    params: &TensorMap,
+    masks: &MaskSet,
+    opt: &mut MaskedOptimizer,
+    x: &Tensor,
+    y: &Tensor,
+    precision: TrainPrecision,
+) -> (Tensor, Tensor) {
+    use crate::precision::{AutocastBf16, CudaFloat32Math, Float32Math};
+    let _math = match precision {
+        TrainPrecision::Fp32 if x.device().is_cuda() => Some(CudaFloat32Math::new(Float32Math::Ieee)),
+        TrainPrecision::Tf32 if x.device().is_cuda() => Some(CudaFloat32Math::new(Float32Math::Tf32)),
+        _ => None,
+    };
+    let (logits, loss) = {
+        let _autocast = (precision == TrainPrecision::Bf16).then(|| AutocastBf16::new(x.device()));
+        let logits = forward(graph, bound, Some(masks), x, ForwardOptions::TRAIN, None);
+        let loss = logits.cross_entropy_for_logits(y).to_kind(Kind::Float);
+        (logits, loss)
+    };
     let correct = tch::no_grad(|| logits.argmax(1, false).eq_tensor(y).sum(Kind::Int64));
     opt.zero_grad();
     loss.backward();
