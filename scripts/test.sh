@@ -18,6 +18,16 @@ else
   status=1
 fi
 rm -rf "$example_out"
+echo "[test] scripts/test_python.sh (relief_torch: the PyTorch round trip, with target/debug/relief)"
+if RELIEF_BIN=target/debug/relief bash scripts/test_python.sh 2>&1 | tee -a "$log" | tail -3; then :; else status=1; fi
+py=$(grep -Eo '^python: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$log" | tail -1)
+if [[ -n "$py" ]]; then
+  read -r _ p _ f _ k _ <<<"$py"
+  echo "test result: python. $p passed; $f failed; $k ignored; (scripts/test_python.sh)" >>"$log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (python tests did not report)" >>"$log"
+  status=1
+fi
 echo "[test] cargo test --workspace --doc"
 cargo test --workspace --doc 2>&1 | tee -a "$log" || status=1
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')

@@ -14,6 +14,7 @@ See docs/pytorch.md.
 """
 
 from .checkpoint import LoadReport, load_checkpoint
+from . import sparse
 from .compacted import load_compacted
 from .errors import CheckpointError, CompactedError, ExportError, ReliefTorchError
 from .export import ExportResult, export

@@ -18,6 +18,7 @@ import torch.fx as fx
 
 from ._program import Block, Layer, Op, Program, build_module
 from ._safetensors import read_safetensors
+from .sparse import densify
 from .errors import CompactedError, ReliefTorchError
 
 #: The ``format`` metadata of a compacted model.
@@ -104,8 +105,9 @@ def program_from_graph(graph: Dict[str, Any]) -> Program:
 
 
 def load_compacted(path: "os.PathLike[str] | str") -> fx.GraphModule:
-    """Builds a compacted relief model (``relief export --compact CK --out FILE``) as a plain
-    PyTorch module in eval mode.
+    """Builds a compacted relief model (``relief export --compact CK --out FILE``, also stored
+    sparse with ``--sparse [--dtype f16]``, see :mod:`relief_torch.sparse`) as a plain PyTorch
+    module in eval mode (float32).
 
     The result is a ``torch.fx.GraphModule`` (``print(m.code)`` shows its forward) made of
     ``nn.Conv2d``, ``nn.Linear``, ``nn.BatchNorm2d``, pooling, ``nn.Dropout`` and, for compacted
@@ -137,6 +139,10 @@ def load_compacted(path: "os.PathLike[str] | str") -> fx.GraphModule:
         graph = json.loads(meta["graph"])
     except ValueError as e:
         raise CompactedError(f"{os.fspath(path)}: the `graph` metadata is not JSON ({e})") from e
+    try:
+        tensors = densify(tensors, meta)
+    except ReliefTorchError as e:
+        raise CompactedError(f"{os.fspath(path)}: {e}") from e
     try:
         program = program_from_graph(graph)
         program.shapes()

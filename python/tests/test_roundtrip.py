@@ -487,6 +487,25 @@ milestones = []
         with torch.no_grad():
             self.assertLessEqual(max_rel_diff(self.compacted(x), torch.jit.load(buf)(x)), 1e-6)
 
+    def test_sparse_files_load_as_the_compacted_module(self):
+        # `relief export --sparse`: the same model, smaller; float16 within its rounding.
+        sparse, half = self.tmp / "sparse.safetensors", self.tmp / "half.safetensors"
+        relief("export", "--sparse", "--compact", str(self.checkpoint), "--out", str(sparse))
+        relief("export", "--sparse", "--dtype", "f16", "--compact", str(self.checkpoint), "--out", str(half))
+        self.assertLess(sparse.stat().st_size, self.compacted_path.stat().st_size)
+        self.assertLess(half.stat().st_size, sparse.stat().st_size)
+        m = rt.load_compacted(sparse)
+        self.assertEqual(m.state_dict().keys(), self.compacted.state_dict().keys())
+        for k, v in self.compacted.state_dict().items():
+            self.assertTrue(torch.equal(m.state_dict()[k], v), k)
+        self.assertLessEqual(max_rel_diff(self.compacted_logits, logits_of(m, self.data)), 1e-6)
+        h = rt.load_compacted(half)
+        self.assertLessEqual(max_rel_diff(self.compacted_logits, logits_of(h, self.data)), 5e-2)
+        # A weight as a torch sparse CSR matrix: the same matrix.
+        name, w = next((k, v) for k, v in m.state_dict().items() if v.dim() >= 2)
+        csr = rt.sparse.to_sparse_csr(w)
+        self.assertTrue(torch.equal(csr.to_dense(), w.reshape(w.shape[0], -1)), name)
+
     def test_reload_into_pruned_module(self):
         # Loading again into the already pruned module replaces the masks and gives the same logits.
         rt.load_checkpoint(self.masked, self.checkpoint, masks="prune")
