@@ -290,9 +290,14 @@ fn names_chosen_by_the_spec_are_the_parameter_names() {
 #[test]
 fn the_example_of_the_docs_builds_and_runs() {
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/models.md")).unwrap();
-    let start = docs.find("```toml\n").expect("a toml example") + "```toml\n".len();
-    let end = start + docs[start..].find("```").unwrap();
-    let spec = ModelSpec::parse(&docs[start..end]).unwrap();
+    // The first TOML block that is a spec (one with layers; config snippets come before it).
+    let example = docs
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .find(|b| b.contains("[[layer]]"))
+        .expect("a spec example in docs/models.md");
+    let spec = ModelSpec::parse(example).unwrap();
     let graph = spec.graph(spec.num_classes).unwrap();
     assert_eq!((graph.layers.len(), graph.blocks.len()), (6, 2));
     let vs = relief_models::init_vars(&graph, tch::Device::Cpu, 0);
