@@ -11,6 +11,8 @@
 //! PyTorch runs in the project venv (`.venv/bin/python`, made by `scripts/setup.sh`, the torch
 //! whose libtorch relief links); `RELIEF_PYTHON` names another interpreter with that torch.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -165,17 +167,7 @@ json.dump(out, sys.stdout)
 "#;
 
 fn python() -> PathBuf {
-    let path = std::env::var_os("RELIEF_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} not found: this test builds the models in PyTorch; run scripts/setup.sh (it creates the \
-         project venv .venv with torch) or set RELIEF_PYTHON to a Python with the torch whose \
-         libtorch relief links",
-        path.display()
-    );
-    path
+    common::venv_python("builds the models")
 }
 
 fn default_classes(name: &str) -> i64 {

@@ -45,6 +45,8 @@
 //! PyTorch runs in the project venv (`.venv/bin/python`, made by `scripts/setup.sh`, the torch
 //! whose libtorch relief links); `RELIEF_PYTHON` names another interpreter with that torch.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -241,17 +243,7 @@ save_file(out, directory + "/torch.safetensors")
 "#;
 
 fn python() -> PathBuf {
-    let path = std::env::var_os("RELIEF_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} not found: this test trains the models in PyTorch; run scripts/setup.sh (it creates the \
-         project venv .venv with torch) or set RELIEF_PYTHON to a Python with the torch whose \
-         libtorch relief links",
-        path.display()
-    );
-    path
+    common::venv_python("trains the models")
 }
 
 fn write(path: &Path, tensors: &[(String, Tensor)]) {

@@ -767,6 +767,24 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>
     Ok(out)
 }
 
+/// The metadata of a compacted model file: `extra`, then the format's own entries (format,
+/// version, the graph as JSON, arch, classes), which take precedence.
+fn compact_metadata(
+    graph: &PruneGraph,
+    extra: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, CoreError> {
+    let mut meta = extra.clone();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("version".to_string(), FORMAT_VERSION.to_string());
+    meta.insert(
+        "graph".to_string(),
+        serde_json::to_string(graph).map_err(|e| CoreError::Invalid(format!("graph to JSON: {e}")))?,
+    );
+    meta.insert("arch".to_string(), graph.arch.clone());
+    meta.insert("num_classes".to_string(), graph.num_classes.to_string());
+    Ok(meta)
+}
+
 /// Writes a compacted model (see the module docs for the format) atomically.
 pub fn save_compact(path: &Path, graph: &PruneGraph, tensors: &TensorMap) -> Result<(), CoreError> {
     save_compact_with(path, graph, tensors, &BTreeMap::new())
@@ -780,15 +798,7 @@ pub fn save_compact_with(
     tensors: &TensorMap,
     extra: &BTreeMap<String, String>,
 ) -> Result<(), CoreError> {
-    let mut meta = extra.clone();
-    meta.insert("format".to_string(), FORMAT.to_string());
-    meta.insert("version".to_string(), FORMAT_VERSION.to_string());
-    meta.insert(
-        "graph".to_string(),
-        serde_json::to_string(graph).map_err(|e| CoreError::Invalid(format!("graph to JSON: {e}")))?,
-    );
-    meta.insert("arch".to_string(), graph.arch.clone());
-    meta.insert("num_classes".to_string(), graph.num_classes.to_string());
+    let meta = compact_metadata(graph, extra)?;
     let list: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
     crate::tensor_io::write_safetensors(path, &list, &meta)
 }
@@ -803,15 +813,7 @@ pub fn save_sparse_with(
     extra: &BTreeMap<String, String>,
     dtype: crate::sparse_file::ValueDtype,
 ) -> Result<crate::sparse_file::SparseReport, CoreError> {
-    let mut meta = extra.clone();
-    meta.insert("format".to_string(), FORMAT.to_string());
-    meta.insert("version".to_string(), FORMAT_VERSION.to_string());
-    meta.insert(
-        "graph".to_string(),
-        serde_json::to_string(graph).map_err(|e| CoreError::Invalid(format!("graph to JSON: {e}")))?,
-    );
-    meta.insert("arch".to_string(), graph.arch.clone());
-    meta.insert("num_classes".to_string(), graph.num_classes.to_string());
+    let mut meta = compact_metadata(graph, extra)?;
     let cpu: TensorMap = tensors.iter().map(|(k, v)| (k.clone(), v.to_device(tch::Device::Cpu))).collect();
     let (list, layouts, report) = crate::sparse_file::encode(&cpu, dtype);
     meta.insert(crate::sparse_file::SPARSE_KEY.to_string(), layouts);
