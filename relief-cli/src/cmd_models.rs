@@ -6,11 +6,9 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use relief_core::accounting::account;
-use relief_core::MaskSet;
+use relief_core::accounting::account_dense;
 use relief_models::spec::zoo_toml;
 use relief_models::{Arch, Inference, ModelSpec, SpecError, ZOO_SPECS};
-use tch::Device;
 
 use relief_experiment::report::{render_table, thousands};
 
@@ -71,24 +69,30 @@ struct Counts {
 }
 
 fn counts(inf: &Inference) -> Counts {
-    let acc = account(&inf.graph, &MaskSet::ones(&inf.graph, Device::Cpu));
+    // From shapes: counting allocates nothing, so a network too large to build is still shown.
+    let acc = account_dense(&inf.graph);
     let per_entry = inf
         .layers
         .iter()
         .map(|e| {
-            let w: i64 = e.weights.iter().map(|&l| acc.layers[l].params_total).sum();
-            let bn: i64 = e.batch_norms.iter().map(|&l| 2 * acc.layers[l].units_total).sum();
-            let f: i64 = e.weights.iter().map(|&l| acc.layers[l].flops_dense).sum();
-            (w + bn, f)
+            let w = sat_sum(e.weights.iter().map(|&l| acc.layers[l].params_total));
+            let bn = sat_sum(e.batch_norms.iter().map(|&l| 2 * acc.layers[l].units_total));
+            let f = sat_sum(e.weights.iter().map(|&l| acc.layers[l].flops_dense));
+            (w.saturating_add(bn), f)
         })
         .collect();
     Counts {
         params: acc.full_params_total,
-        prunable: acc.layers.iter().map(|l| l.params_total).sum(),
+        prunable: sat_sum(acc.layers.iter().map(|l| l.params_total)),
         authors: acc.params_total,
         flops: acc.flops_dense,
         per_entry,
     }
+}
+
+/// A sum that saturates at `i64::MAX` (a spec may describe an absurdly large network).
+fn sat_sum(v: impl Iterator<Item = i64>) -> i64 {
+    v.fold(0i64, i64::saturating_add)
 }
 
 fn shape(s: &[i64]) -> String {

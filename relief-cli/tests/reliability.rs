@@ -820,3 +820,337 @@ fn a_full_disk_fails_cleanly_and_keeps_what_was_written() {
     assert!(!out.exists(), "a partial export was left at {}", out.display());
     assert_eq!(snapshot(&fx.run), before, "the source run changed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Specs, sparse and compacted files, sizes and message lengths (the surfaces added last).
+
+/// A sequential MLP spec for MNIST with the hidden layer named `hidden` and `outputs` units.
+fn mlp_spec(hidden: &str, outputs: &str) -> String {
+    format!(
+        "name = \"mlp\"\ninput_shape = [784]\nnum_classes = 10\n\n[[layer]]\nkind = \"linear\"\nname = \"{hidden}\"\n\
+         out_features = {outputs}\n\n[[layer]]\nkind = \"relu\"\n\n[[layer]]\nkind = \"linear\"\nname = \"out\"\n\
+         out_features = \"classes\"\n"
+    )
+}
+
+/// The fixture's config with `model` set to the spec at `spec`, written as `name`.
+fn config_with_model(fx: &Fx, name: &str, spec: &Path) -> String {
+    let text = std::fs::read_to_string(&fx.cfg).unwrap();
+    let text = text.replace("model = \"lenet300-100\"", &format!("model = {:?}", spec.display().to_string()));
+    let path = fx.root.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// `src` rewritten with its tensors changed by `edit` and its metadata by `meta`.
+fn rewrite(
+    src: &Path,
+    out: &Path,
+    edit: impl Fn(&mut Vec<(String, Tensor)>),
+    meta: impl Fn(&mut BTreeMap<String, String>),
+) {
+    let mut tensors = Tensor::read_safetensors(src).unwrap();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut tensors);
+    let mut m = relief_core::compact::read_safetensors_metadata(src).unwrap();
+    meta(&mut m);
+    relief_core::tensor_io::write_safetensors(out, &tensors, &m).unwrap();
+}
+
+/// The first CSR row of `name` in a sparse file with at least two entries: (row, offset).
+fn row_with_two(tensors: &[(String, Tensor)], name: &str) -> (i64, i64) {
+    let crow = &tensors.iter().find(|(k, _)| k == &format!("{name}::crow")).expect("a CSR tensor").1;
+    let crow = crow.to_kind(Kind::Int64);
+    let rows = crow.size()[0] - 1;
+    let r =
+        (0..rows).find(|&r| crow.int64_value(&[r + 1]) - crow.int64_value(&[r]) >= 2).expect("a row of two");
+    (r, crow.int64_value(&[r]))
+}
+
+fn edit_col(tensors: &mut [(String, Tensor)], name: &str, f: impl Fn(&Tensor, i64)) {
+    let (_, at) = row_with_two(tensors, name);
+    let t = tensors.iter_mut().find(|(k, _)| k == &format!("{name}::col")).unwrap();
+    let col = t.1.copy();
+    f(&col, at);
+    t.1 = col;
+}
+
+/// The tree under `dir` (relative path -> bytes); empty when it does not exist.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(p.strip_prefix(base).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Names of the files that differ between two [`tree`]s.
+fn changed(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    names.into_iter().filter(|n| a.get(*n) != b.get(*n)).cloned().collect()
+}
+
+#[test]
+fn spec_names_sizes_and_long_quotes_are_refused_before_any_work() {
+    let fx = fx();
+    let write = |name: &str, text: &str| {
+        let p = fx.root.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let mask = write("spec-mask.toml", &mlp_spec("mask", "100"));
+    let opt = write("spec-opt.toml", &mlp_spec("opt.fc", "100"));
+    let best = write("spec-best.toml", &mlp_spec("best", "100"));
+    let ok_name = write("spec-masked.toml", &mlp_spec("masking", "100"));
+    let huge = write("spec-huge.toml", &mlp_spec("fc", "1000000000000"));
+    let max = write("spec-max.toml", &mlp_spec("fc", &i64::MAX.to_string()));
+    let long_line = write("spec-long.toml", &format!("name = \"x\" \"{}\"\n", "y".repeat(10_000_000)));
+    let long_name = write("spec-long-name.toml", &mlp_spec(&format!("a-{}", "b".repeat(1_000_000)), "10"));
+    let cfg_long = fx.root.join("cfg-long.toml");
+    std::fs::write(&cfg_long, format!("model = \"lenet5\" {}\n", "z".repeat(10_000_000))).unwrap();
+    let cfg_mask = config_with_model(fx, "cfg-mask.toml", &mask);
+    let cfg_huge = config_with_model(fx, "cfg-huge.toml", &huge);
+    let cfg_max = config_with_model(fx, "cfg-max.toml", &max);
+    let out = fx.p("never-created");
+    let s = |p: &PathBuf| p.display().to_string();
+    let reserved = ["layer 0 `mask`", "reserve", "rename"];
+    battery(vec![
+        case("show mask", &["models", "show", &s(&mask)], false, &reserved),
+        case("show opt", &["models", "show", &s(&opt)], false, &["layer 0 `opt.fc`", "`opt.`"]),
+        case("show best", &["models", "show", &s(&best)], false, &["layer 0 `best`", "`best.`"]),
+        case("show masking is fine", &["models", "show", &s(&ok_name)], true, &["masking"]),
+        case("run mask", &["run", "-q", &cfg_mask, "--out", &out], false, &reserved),
+        // Counting allocates nothing: the terabyte-sized network is shown with its numbers.
+        case("show huge", &["models", "show", &s(&huge)], true, &["785,000,000,000,000"]),
+        case("show i64::MAX", &["models", "show", &s(&max)], true, &[]),
+        case(
+            "run huge",
+            &["run", "-q", &cfg_huge, "--out", &out],
+            false,
+            &["cannot fit in memory", "795000000000010 parameters", "PiB", "available"],
+        ),
+        case("run i64::MAX", &["run", "-q", &cfg_max, "--out", &out], false, &["cannot fit in memory"]),
+        case("dry run huge", &["run", "--dry-run", &cfg_huge], false, &["cannot fit in memory"]),
+        case(
+            "show long line",
+            &["models", "show", &s(&long_line)],
+            false,
+            &["spec-long.toml", "characters)"],
+        ),
+        case("show long name", &["models", "show", &s(&long_name)], false, &["invalid module path", "…"]),
+        case("run long config line", &["run", "-q", &s(&cfg_long), "--out", &out], false, &["cfg-long.toml"]),
+    ]);
+    // Nothing was created by the refusals, and no message quoted megabytes.
+    assert!(!fx.root.join("never-created").exists());
+    for args in [
+        vec!["models".to_string(), "show".into(), s(&long_line)],
+        vec!["models".into(), "show".into(), s(&long_name)],
+        vec!["run".into(), "-q".into(), s(&cfg_long), "--out".into(), out.clone()],
+    ] {
+        let o = relief(&[]).args(&args).current_dir(&fx.root).output().unwrap();
+        assert!(text(&o).len() < 4000, "{args:?}: {} bytes of output", text(&o).len());
+    }
+}
+
+#[test]
+fn sparse_and_compacted_files_with_bad_indices_or_metadata_are_refused() {
+    let fx = fx();
+    // The tiny run is too dense for a CSR index: thin its first layer to every 50th weight and
+    // write it with relief's sparse writer, as `export --sparse` would.
+    let compact = fx.root.join("compact.safetensors");
+    let sparse = fx.root.join("sparse.safetensors");
+    let w = "classifier.0.weight";
+    let (graph, mut tensors) = relief_core::compact::load_compact(&compact).unwrap();
+    let dense = &tensors[w];
+    let keep = Tensor::arange(dense.numel() as i64, (Kind::Int64, tch::Device::Cpu)).remainder(50).eq(0);
+    let thinned = dense * keep.reshape(dense.size()).to_kind(Kind::Float);
+    let shape = format!("{:?}", dense.size()).replace(' ', "");
+    let cols = dense.size()[1];
+    tensors.insert(w.to_string(), thinned);
+    let mut extra = relief_core::compact::read_safetensors_metadata(&compact).unwrap();
+    extra.retain(|k, _| k != "graph" && k != "format");
+    relief_core::compact::save_sparse_with(
+        &sparse,
+        &graph,
+        &tensors,
+        &extra,
+        relief_core::sparse_file::ValueDtype::F32,
+    )
+    .unwrap();
+    let p = |n: &str| fx.root.join(n);
+    let keep = |_: &mut BTreeMap<String, String>| {};
+    let same = |_: &mut Vec<(String, Tensor)>| {};
+    rewrite(
+        &sparse,
+        &p("sp-repeat.safetensors"),
+        |t| {
+            edit_col(t, w, |c, at| {
+                let v = c.int64_value(&[at]);
+                let _ = c.narrow(0, at + 1, 1).fill_(v);
+            })
+        },
+        keep,
+    );
+    rewrite(
+        &sparse,
+        &p("sp-unsorted.safetensors"),
+        |t| {
+            edit_col(t, w, |c, at| {
+                let (a, b) = (c.int64_value(&[at]), c.int64_value(&[at + 1]));
+                let _ = c.narrow(0, at, 1).fill_(b);
+                let _ = c.narrow(0, at + 1, 1).fill_(a);
+            })
+        },
+        keep,
+    );
+    rewrite(
+        &sparse,
+        &p("sp-floatcol.safetensors"),
+        |t| {
+            let e = t.iter_mut().find(|(k, _)| k == &format!("{w}::col")).unwrap();
+            e.1 = e.1.to_kind(Kind::Float);
+        },
+        keep,
+    );
+    rewrite(
+        &sparse,
+        &p("sp-crow.safetensors"),
+        |t| {
+            let e = t.iter_mut().find(|(k, _)| k == &format!("{w}::crow")).unwrap();
+            let c = e.1.copy();
+            let _ = c.narrow(0, 1, 1).fill_(-5);
+            e.1 = c;
+        },
+        keep,
+    );
+    rewrite(
+        &sparse,
+        &p("sp-stray.safetensors"),
+        |t| {
+            t.push(("ghost::col".into(), Tensor::zeros([1], (Kind::Int, tch::Device::Cpu))));
+        },
+        keep,
+    );
+    rewrite(
+        &sparse,
+        &p("sp-values-nan.safetensors"),
+        |t| {
+            let e = t.iter_mut().find(|(k, _)| k == &format!("{w}::values")).unwrap();
+            e.1 = set_first(&e.1, f64::NAN);
+        },
+        keep,
+    );
+    let shape_edit = |to: String| {
+        let from = shape.clone();
+        move |m: &mut BTreeMap<String, String>| {
+            let s = m.get_mut("sparse").expect("sparse metadata");
+            assert!(s.contains(&from), "{s}");
+            *s = s.replacen(&from, &to, 1);
+        }
+    };
+    rewrite(
+        &sparse,
+        &p("sp-shape-string.safetensors"),
+        same,
+        shape_edit(shape.replacen('[', "[\"", 1).replacen(',', "\",", 1)),
+    );
+    rewrite(
+        &sparse,
+        &p("sp-shape-huge.safetensors"),
+        same,
+        shape_edit(format!("[4611686018427387904,{}]", cols)),
+    );
+    rewrite(&sparse, &p("sp-meta-json.safetensors"), same, |m| {
+        m.insert("sparse".into(), "{not json".into());
+    });
+    rewrite(&compact, &p("cp-graph-json.safetensors"), same, |m| {
+        m.insert("graph".into(), "[1, 2".into());
+    });
+    rewrite(&compact, &p("cp-no-graph.safetensors"), same, |m| {
+        m.remove("graph");
+    });
+    let bytes = std::fs::read(&sparse).unwrap();
+    std::fs::write(p("sp-truncated.safetensors"), &bytes[..bytes.len() - 100]).unwrap();
+    std::fs::write(p("sp-header-only.safetensors"), &bytes[..12]).unwrap();
+    let cbytes = std::fs::read(fx.ck()).unwrap();
+    std::fs::write(p("ck-truncated.safetensors"), &cbytes[..cbytes.len() / 2]).unwrap();
+    let data = mnist_sample().display().to_string();
+    let eval = |f: &str| -> Vec<String> {
+        ["eval", &fx.p(f), "--data", &data, "--test-limit", "100"].iter().map(|s| s.to_string()).collect()
+    };
+    let c = |name: &'static str, f: &str, has: &[&str]| Case {
+        name,
+        args: eval(f),
+        ok: false,
+        has: std::iter::once(f.to_string()).chain(has.iter().map(|s| s.to_string())).collect(),
+        lacks: vec!["MetadataIncompleteBuffer", "InvalidHeader", "TypeError"],
+    };
+    battery(vec![
+        case(
+            "sparse itself is fine",
+            &eval("sparse.safetensors").iter().map(String::as_str).collect::<Vec<_>>(),
+            true,
+            &[],
+        ),
+        c("repeated column", "sp-repeat.safetensors", &[w, "strictly increasing", "row "]),
+        c("unsorted columns", "sp-unsorted.safetensors", &[w, "strictly increasing"]),
+        c("float column index", "sp-floatcol.safetensors", &["::col", "expected int16"]),
+        c("bad row offsets", "sp-crow.safetensors", &[w, "row offsets"]),
+        c("stray index tensor", "sp-stray.safetensors", &["ghost::col", "belongs to no entry"]),
+        c("nan value", "sp-values-nan.safetensors", &[w, "NaN"]),
+        c("shape entry string", "sp-shape-string.safetensors", &["sparse"]),
+        c("shape overflow", "sp-shape-huge.safetensors", &[w, "invalid shape"]),
+        c("sparse metadata not json", "sp-meta-json.safetensors", &["sparse"]),
+        c("graph not json", "cp-graph-json.safetensors", &["graph"]),
+        c("no graph", "cp-no-graph.safetensors", &["graph"]),
+        c("truncated sparse", "sp-truncated.safetensors", &["truncated"]),
+        c("header only", "sp-header-only.safetensors", &["safetensors"]),
+        c("truncated checkpoint", "ck-truncated.safetensors", &["truncated"]),
+    ]);
+}
+
+#[test]
+fn an_edited_spec_is_refused_on_resume_with_advice_that_works() {
+    let fx = fx();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("net.toml");
+    std::fs::write(&spec, mlp_spec("fc", "20")).unwrap();
+    let cfg_text = std::fs::read_to_string(&fx.cfg)
+        .unwrap()
+        .replace("model = \"lenet300-100\"", &format!("model = {:?}", spec.display().to_string()))
+        .replace("iterations = 1", "iterations = 2");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let run = dir.path().join("run");
+    // One iteration done, then the spec is edited.
+    run_expect(
+        relief(&["run", "-q", "--no-plots", "--set", "prune.iterations=1"]).arg(&cfg).arg("--out").arg(&run),
+        true,
+    );
+    let before = tree(&run);
+    std::fs::write(&spec, mlp_spec("fc", "21")).unwrap();
+    let out = run_expect(relief(&["prune", "--resume"]).arg(&run), false);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("differs from the run's copy") && t.contains("cp ") && t.contains("model.toml"),
+        "{t}"
+    );
+    assert!(!t.contains("`relief prune --resume"), "advises the command that just failed: {t}");
+    // (run.lock holds the pid of the last process that opened the directory.)
+    let changed: Vec<String> =
+        changed(&before, &tree(&run)).into_iter().filter(|n| n != "run.lock").collect();
+    assert_eq!(changed, Vec::<String>::new(), "files of the run directory changed");
+    // The advice works: restore the spec from the run's copy and resume.
+    std::fs::copy(run.join("model.toml"), &spec).unwrap();
+    run_expect(relief(&["prune", "--resume"]).arg(&run), true);
+}

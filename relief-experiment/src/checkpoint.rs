@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use relief_core::tensor_io::safetensors_error;
 use relief_core::MaskSet;
 use relief_models::{Architecture, Model, ModelSpec};
 use safetensors::tensor::Dtype;
@@ -21,7 +22,9 @@ use tch::{Device, Kind, Tensor};
 /// Format tag stored under `format` in every checkpoint written by relief.
 pub const FORMAT: &str = "relief-checkpoint/1";
 
-/// Tensor-name prefixes that are not model state.
+/// Tensor-name prefixes that are not model state. Each is a name of
+/// [`relief_models::spec::RESERVED_NAMES`] plus `.`, so no model (spec or export) can own a
+/// parameter under one of them.
 pub const MASK_PREFIX: &str = "mask.";
 /// Metadata key holding a spec model's TOML, so that a checkpoint of a user network loads
 /// without the spec file.
@@ -240,10 +243,12 @@ impl Checkpoint {
     pub fn read_checking(path: &Path, mask_prefix: Option<&str>) -> Result<Self> {
         check_is_file(path)?;
         let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow!("{}: not a readable safetensors file ({e:?})", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow!("{}: unreadable safetensors header ({e:?})", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+            anyhow!("{}: not a readable safetensors file ({})", path.display(), safetensors_error(&e))
+        })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            anyhow!("{}: unreadable safetensors header ({})", path.display(), safetensors_error(&e))
+        })?;
         let meta: BTreeMap<String, String> =
             header.metadata().clone().unwrap_or_default().into_iter().collect();
         let mut tensors = Vec::new();
@@ -349,6 +354,15 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_reserved_prefix_is_a_name_models_cannot_own() {
+        for p in [MASK_PREFIX, OPT_PREFIX, BEST_PREFIX] {
+            let name = p.strip_suffix('.').expect("prefixes end with a dot");
+            assert!(relief_models::spec::RESERVED_NAMES.contains(&name), "{p}");
+        }
+    }
+
     use super::*;
     use relief_models::Arch;
 

@@ -490,7 +490,13 @@ impl Config {
     }
 
     /// Parses TOML text with `--set` overrides applied to the value tree first.
+    /// Errors quote the input cut to a readable length.
     pub fn from_toml_with(text: &str, origin: &str, overrides: &[Override]) -> Result<Self> {
+        Self::parse_with(text, origin, overrides)
+            .map_err(|e| anyhow!(relief_core::runtime::message::cut_long_lines(&format!("{e:#}"))))
+    }
+
+    fn parse_with(text: &str, origin: &str, overrides: &[Override]) -> Result<Self> {
         let mut tree: toml::Table = toml::from_str(text).map_err(|e| anyhow!("{origin}: {e}"))?;
         for o in overrides {
             insert(&mut tree, &o.key, o.value.clone())?;

@@ -117,17 +117,38 @@ fn open_run_dir(dir: &Path, plan: &Plan) -> Result<(RunDir, Opened)> {
     }
     if run.has_progress() {
         let mut diff = old.diff(&plan.config);
+        let copy = dir.join(crate::rundir::MODEL_SPEC_FILE);
         if old_spec != spec {
             diff.push(format!(
                 "the model spec {:?} differs from the run's copy ({})",
                 plan.config.model,
-                dir.join(crate::rundir::MODEL_SPEC_FILE).display()
+                copy.display()
             ));
         }
+        // `relief prune --resume` reads the spec from its path too, so after an edited spec the
+        // way back is the run's copy, not a resume.
+        let advice = if old_spec != spec && diff.len() == 1 {
+            format!(
+                "restore the spec from the run's copy (cp {} {}) to continue the run, or start a new \
+                 run directory with --out",
+                copy.display(),
+                plan.config.model
+            )
+        } else if old_spec != spec {
+            format!(
+                "use another --out, or restore the spec from the run's copy ({}) and run `relief prune \
+                 --resume {}` to continue it as it was",
+                copy.display(),
+                dir.display()
+            )
+        } else {
+            format!(
+                "use another --out, or `relief prune --resume {}` to continue it as it was",
+                dir.display()
+            )
+        };
         bail!(
-            "{}: holds a run with a different config; use another --out, or `relief prune --resume {}` \
-             to continue it as it was. Differences (run -> now):\n  {}",
-            dir.display(),
+            "{}: holds a run with a different config; {advice}. Differences (run -> now):\n  {}",
             dir.display(),
             diff.join("\n  ")
         );

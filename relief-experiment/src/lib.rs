@@ -21,6 +21,7 @@ pub mod config;
 pub mod evaluate;
 pub mod experiment;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;

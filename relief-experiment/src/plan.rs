@@ -10,7 +10,8 @@ use relief_data::{DatasetKind, ValSize};
 use relief_models::Architecture;
 use tch::Device;
 
-use crate::config::{Config, MagnitudeScope, Method, Selection, TrainConfig, ValSpec};
+use crate::config::{Config, MagnitudeScope, Method, OptimizerKind, Selection, TrainConfig, ValSpec};
+use crate::memory::{estimate, host_available, human};
 use crate::rundir::{RunDir, CONFIG_FILE};
 use crate::util::parse_device;
 
@@ -198,6 +199,47 @@ pub fn check_magnitude_match(config: &Config) -> Vec<String> {
     problems
 }
 
+/// Refuses a run whose memory estimate ([`crate::memory`]) exceeds what the host can give
+/// (`available`, bytes; unknown: no check). On the CPU the whole estimate counts; on CUDA, whose
+/// memory libtorch does not report here, the parameters alone (the host holds them while
+/// initialising and checkpointing).
+fn check_memory(
+    config: &Config,
+    graph: &relief_core::PruneGraph,
+    device: Device,
+    available: Option<i64>,
+    problems: &mut Vec<String>,
+) {
+    let Some(available) = available else { return };
+    let state = |t: &TrainConfig| match t.optimizer {
+        OptimizerKind::Adam => 2,
+        OptimizerKind::Sgd if t.momentum != 0.0 => 1,
+        OptimizerKind::Sgd => 0,
+    };
+    let train_batch = config.train.batch_size.max(config.retrain.batch_size);
+    let forward_batch = config.prune.batch_size.max(config.data.eval_batch_size);
+    let e = estimate(graph, train_batch, state(&config.train).max(state(&config.retrain)), forward_batch);
+    let (need, what) = if device == Device::Cpu {
+        (e.total(), "in all")
+    } else {
+        (e.parameters.saturating_mul(4), "for the weights on the host")
+    };
+    if need > available {
+        problems.push(format!(
+            "model = {:?} cannot fit in memory: {} parameters; at least {} needed {what} (parameters with \
+             gradients, masks and optimizer state {}, activations at batch size {train_batch} (training) / \
+             {forward_batch} (pruning, evaluation) {}), but this machine has {} available (see \
+             docs/reliability.md, memory estimate); use a smaller model or batch size",
+            config.model,
+            e.parameters,
+            human(need),
+            human(e.parameter_bytes),
+            human(e.activation_bytes),
+            human(available)
+        ));
+    }
+}
+
 impl Plan {
     /// Validates `config` for `stages`; `origin` (the config file) prefixes the error.
     pub fn new(config: Config, stages: Stages, origin: &str) -> Result<Self> {
@@ -227,11 +269,10 @@ impl Plan {
                 None
             }
         };
-        if let Some(graph) =
-            arch.as_ref().filter(|_| num_classes >= 2).and_then(|a| a.graph(num_classes).ok())
-        {
-            let want: i64 = graph.input_shape.iter().product();
-            let have: i64 = dataset.image_shape().iter().product();
+        let graph = arch.as_ref().filter(|_| num_classes >= 2).and_then(|a| a.graph(num_classes).ok());
+        if let Some(graph) = &graph {
+            let want = relief_core::accounting::numel(&graph.input_shape);
+            let have = relief_core::accounting::numel(&dataset.image_shape());
             if want != have {
                 problems.push(format!(
                     "model = {:?} takes inputs of shape {:?}, but {} images are {:?}",
@@ -265,6 +306,9 @@ impl Plan {
                 Device::Cpu
             }
         };
+        if let Some(graph) = &graph {
+            check_memory(&config, graph, device, host_available(), &mut problems);
+        }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         if config.threads > cores * 4 {
             problems.push(format!(

@@ -428,6 +428,23 @@ pub enum SpecError {
 }
 
 impl SpecError {
+    /// The error with every quote of the input cut to a readable length (a 10 MB line in a spec
+    /// must not make a 10 MB message).
+    pub fn shortened(self) -> SpecError {
+        use relief_core::runtime::message::{cut_long_lines as cut_lines, quote_cut};
+        match self {
+            SpecError::Read { path, message } => SpecError::Read { path, message: cut_lines(&message) },
+            SpecError::Syntax(m) => SpecError::Syntax(cut_lines(&m)),
+            SpecError::Spec(m) => SpecError::Spec(cut_lines(&m)),
+            SpecError::Layer { index, name, kind, message } => SpecError::Layer {
+                index,
+                name: name.map(|n| quote_cut(&n, 80)),
+                kind: quote_cut(&kind, 40),
+                message: cut_lines(&message),
+            },
+        }
+    }
+
     /// The index of the layer the error is about, if any.
     pub fn layer_index(&self) -> Option<usize> {
         match self {
@@ -573,6 +590,16 @@ struct Pending {
     relu: bool,
 }
 
+/// First components of a parameter name that relief's checkpoints use for their own entries
+/// (`mask.<param>`, `opt.<state>`, `best.<param>`): a module so named would be read back as one
+/// of them, so specs (and relief_torch exports) refuse it.
+pub const RESERVED_NAMES: [&str; 3] = ["mask", "opt", "best"];
+
+/// `text` cut to a readable length for an error message (at most 80 characters, then `…`).
+fn cut(text: &str) -> String {
+    relief_core::runtime::message::quote_cut(text, 80)
+}
+
 struct Names {
     /// Tensor (and mask) name -> the spec entry that declared it.
     owner: BTreeMap<String, usize>,
@@ -580,6 +607,15 @@ struct Names {
 
 impl Names {
     fn check_path(path: &str) -> Result<(), String> {
+        let first = path.split('.').next().unwrap_or_default();
+        if RESERVED_NAMES.contains(&first) {
+            return Err(format!(
+                "module path `{}` begins with `{first}`, which relief's checkpoints reserve for their \
+                 own entries ({}): rename the module (e.g. `{first}_`)",
+                cut(path),
+                RESERVED_NAMES.map(|r| format!("`{r}.`")).join(", ")
+            ));
+        }
         let ok = !path.is_empty()
             && path
                 .split('.')
@@ -588,8 +624,9 @@ impl Names {
             Ok(())
         } else {
             Err(format!(
-                "invalid module path `{path}`: use dot-separated names of letters, digits and `_` \
-                 (like PyTorch's `features.0`)"
+                "invalid module path `{}`: use dot-separated names of letters, digits and `_` \
+                 (like PyTorch's `features.0`)",
+                cut(path)
             ))
         }
     }
@@ -628,9 +665,9 @@ fn conv_out(size: i64, kernel: i64, stride: i64, padding: i64) -> i64 {
 impl ModelSpec {
     /// Parses a spec from TOML text (layers are checked for kinds and fields, not yet shapes).
     pub fn parse(text: &str) -> Result<ModelSpec, SpecError> {
-        let raw: RawSpec =
-            toml::from_str(text).map_err(|e| SpecError::Syntax(e.to_string().trim().to_string()))?;
-        raw_to_spec(raw)
+        let raw: Result<RawSpec, SpecError> =
+            toml::from_str(text).map_err(|e| SpecError::Syntax(e.to_string().trim().to_string()));
+        raw.and_then(raw_to_spec).map_err(SpecError::shortened)
     }
 
     /// Reads and parses a spec file.
@@ -675,6 +712,10 @@ impl ModelSpec {
     /// entry became. Errors name the entry (index and name), the shape it got and what it
     /// expected.
     pub fn infer(&self, num_classes: i64) -> Result<Inference, SpecError> {
+        self.infer_checked(num_classes).map_err(SpecError::shortened)
+    }
+
+    fn infer_checked(&self, num_classes: i64) -> Result<Inference, SpecError> {
         if !(self.input_shape.len() == 1 || self.input_shape.len() == 3)
             || self.input_shape.iter().any(|&d| d < 1)
         {

@@ -825,8 +825,9 @@ pub fn save_sparse_with(
 /// come back dense, float32): its graph and CPU tensors, checked against each other.
 pub fn load_compact(path: &Path) -> Result<(PruneGraph, TensorMap), CoreError> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| io_err(path, format!("not a safetensors file ({e:?})")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        io_err(path, format!("not a safetensors file ({})", crate::tensor_io::safetensors_error(&e)))
+    })?;
     let info = meta.metadata().clone().unwrap_or_default();
     if info.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(io_err(
@@ -838,7 +839,8 @@ pub fn load_compact(path: &Path) -> Result<(PruneGraph, TensorMap), CoreError> {
         serde_json::from_str(info.get("graph").ok_or_else(|| io_err(path, "metadata has no `graph`"))?)
             .map_err(|e| io_err(path, format!("bad graph JSON ({e})")))?;
     graph.validate().map_err(|e| io_err(path, format!("inconsistent graph: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| io_err(path, format!("{e:?}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| io_err(path, crate::tensor_io::safetensors_error(&e)))?;
     let mut tensors = TensorMap::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype())

@@ -186,6 +186,15 @@ fn bad(name: &str, msg: impl std::fmt::Display) -> CoreError {
     CoreError::Invalid(format!("sparse tensor `{name}`: {msg}"))
 }
 
+/// An index tensor as int64, refusing floating-point or boolean storage (a float index would
+/// be truncated silently).
+fn integer(t: Tensor, name: &str, part: &str) -> Result<Tensor, CoreError> {
+    match t.kind() {
+        Kind::Int16 | Kind::Int | Kind::Int64 => Ok(t.to_kind(Kind::Int64)),
+        k => Err(bad(name, format!("`{name}::{part}` is {k:?}: expected int16, int32 or int64 indices"))),
+    }
+}
+
 fn take(stored: &mut TensorMap, name: &str, part: &str) -> Result<Tensor, CoreError> {
     stored.remove(&format!("{name}::{part}")).ok_or_else(|| bad(name, format!("`{name}::{part}` is missing")))
 }
@@ -196,10 +205,13 @@ pub fn decode(mut stored: TensorMap, meta: &str) -> Result<TensorMap, CoreError>
         .map_err(|e| CoreError::Invalid(format!("metadata `{SPARSE_KEY}`: {e}")))?;
     let mut out = TensorMap::new();
     for (name, e) in &entries {
-        let numel: i64 = e.shape.iter().product();
-        if e.shape.iter().any(|&d| d < 0) || (e.layout != Layout::Dense && e.shape.len() < 2) {
-            return Err(bad(name, format!("invalid shape {:?}", e.shape)));
-        }
+        // Entries, refusing a shape whose float32 bytes overflow (an edited file must not abort
+        // the process in the allocator).
+        let numel = e.shape.iter().try_fold(1i64, |a, &d| if d < 0 { None } else { a.checked_mul(d) });
+        let numel = match numel {
+            Some(n) if n <= i64::MAX / 8 && (e.layout == Layout::Dense || e.shape.len() >= 2) => n,
+            _ => return Err(bad(name, format!("invalid shape {:?}", e.shape))),
+        };
         let dense = match e.layout {
             Layout::Dense => {
                 let t = stored.remove(name).ok_or_else(|| bad(name, "missing"))?;
@@ -216,8 +228,8 @@ pub fn decode(mut stored: TensorMap, meta: &str) -> Result<TensorMap, CoreError>
                 let nnz = values.size()[0];
                 let (rows, cols) = (e.shape[0], if e.shape[0] > 0 { numel / e.shape[0] } else { 0 });
                 let flat_index = if e.layout == Layout::Csr {
-                    let crow = take(&mut stored, name, "crow")?.to_kind(Kind::Int64);
-                    let col = take(&mut stored, name, "col")?.to_kind(Kind::Int64);
+                    let crow = integer(take(&mut stored, name, "crow")?, name, "crow")?;
+                    let col = integer(take(&mut stored, name, "col")?, name, "col")?;
                     if crow.size() != [rows + 1] || col.size() != [nnz] {
                         return Err(bad(
                             name,
@@ -240,6 +252,26 @@ pub fn decode(mut stored: TensorMap, meta: &str) -> Result<TensorMap, CoreError>
                     }
                     let row = Tensor::arange(rows, (Kind::Int64, values.device()))
                         .repeat_interleave_self_tensor(&counts, 0, Some(nnz));
+                    // Within a row the columns must strictly increase: a repeated index would
+                    // silently drop a value (index_put_ keeps one), an unsorted one is not ours.
+                    if nnz > 1 {
+                        let same_row = row.narrow(0, 1, nnz - 1).eq_tensor(&row.narrow(0, 0, nnz - 1));
+                        let not_after = col.narrow(0, 1, nnz - 1).le_tensor(&col.narrow(0, 0, nnz - 1));
+                        let wrong = same_row.logical_and(&not_after).nonzero();
+                        if wrong.size()[0] > 0 {
+                            let i = wrong.int64_value(&[0, 0]) + 1;
+                            return Err(bad(
+                                name,
+                                format!(
+                                    "row {}: column {} follows column {}; the columns of a row must be \
+                                     strictly increasing (no repeats)",
+                                    row.int64_value(&[i]),
+                                    col.int64_value(&[i]),
+                                    col.int64_value(&[i - 1])
+                                ),
+                            ));
+                        }
+                    }
                     row * cols + col
                 } else {
                     let packed = take(&mut stored, name, "bits")?;
@@ -263,7 +295,8 @@ pub fn decode(mut stored: TensorMap, meta: &str) -> Result<TensorMap, CoreError>
                     }
                     index
                 };
-                Tensor::zeros([numel], (Kind::Float, values.device()))
+                Tensor::f_zeros([numel], (Kind::Float, values.device()))
+                    .map_err(|err| bad(name, format!("cannot allocate shape {:?}: {err}", e.shape)))?
                     .index_put_(&[Some(flat_index)], &values.to_kind(Kind::Float), false)
                     .reshape(e.shape.as_slice())
             }
@@ -347,6 +380,39 @@ mod tests {
         broken.insert("fc.weight::col".into(), col);
         let e = decode(broken, &meta).unwrap_err().to_string();
         assert!(e.contains("fc.weight") && e.contains("column"), "{e}");
+        // A repeated column within a row (one value would overwrite the other) and an unsorted row.
+        let crow = stored.iter().find(|(k, _)| k == "fc.weight::crow").unwrap().1.to_kind(Kind::Int64);
+        let r = (0..16)
+            .find(|&r| crow.int64_value(&[r + 1]) - crow.int64_value(&[r]) >= 2)
+            .expect("a row with 2");
+        let at = crow.int64_value(&[r]);
+        for (second, what) in [(None, "repeats"), (Some(-1i64), "unsorted")] {
+            let mut m: TensorMap = stored.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+            let col = m["fc.weight::col"].copy();
+            let first = col.int64_value(&[at]);
+            let v = match second {
+                None => first,
+                Some(_) => first.saturating_sub(1).max(0),
+            };
+            let _ = col.narrow(0, at + 1, 1).fill_(v);
+            m.insert("fc.weight::col".into(), col);
+            let e = decode(m, &meta).unwrap_err().to_string();
+            assert!(
+                e.contains("fc.weight") && e.contains(&format!("row {r}")) && e.contains("strictly"),
+                "{what}: {e}"
+            );
+        }
+        // Float indices and an overflowing shape are refused, not truncated or aborted on.
+        let mut m: TensorMap = stored.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+        let col = m["fc.weight::col"].to_kind(Kind::Float);
+        m.insert("fc.weight::col".into(), col);
+        let e = decode(m, &meta).unwrap_err().to_string();
+        assert!(e.contains("fc.weight::col") && e.contains("expected int16"), "{e}");
+        let huge = meta.replace("[16,400]", "[4611686018427387904,4]");
+        assert_ne!(huge, meta, "{meta}");
+        let m: TensorMap = stored.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+        let e = decode(m, &huge).unwrap_err().to_string();
+        assert!(e.contains("invalid shape"), "{e}");
         let mut missing: TensorMap = stored.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
         missing.remove("fc.weight::crow");
         let e = decode(missing, &meta).unwrap_err().to_string();

@@ -71,43 +71,73 @@ fn count(t: &tch::Tensor) -> i64 {
     t.ne(0.0).sum(Kind::Int64).int64_value(&[])
 }
 
+/// Alive units, weight entries and bias entries of one layer.
+struct Alive {
+    units: i64,
+    weights: i64,
+    biases: i64,
+}
+
 /// Counts parameters, units and FLOPs of `graph` under `masks`.
 pub fn account(graph: &PruneGraph, masks: &MaskSet) -> Account {
-    let mut layers = Vec::new();
-    let (mut pt, mut pa, mut ft, mut fa, mut fd, mut fl) = (0, 0, 0, 0, 0, 0);
-    for layer in &graph.layers {
+    account_with(graph, |layer| {
         let w = masks.get(&layer.weight_name()).expect("every layer has a weight mask");
-        let units_total = layer.op.outputs();
         let dims: Vec<i64> = (1..w.dim() as i64).collect();
-        let alive_rows = w.amax(dims.as_slice(), false).ne(0.0);
-        let units_alive = alive_rows.sum(Kind::Int64).int64_value(&[]);
-        let w_total = w.numel() as i64;
-        let w_alive = count(w);
-        let (b_total, b_alive) = match layer.bias_name() {
-            Some(b) => (units_total, count(masks.get(&b).expect("bias mask"))),
-            None => (0, 0),
+        let units = w.amax(dims.as_slice(), false).ne(0.0).sum(Kind::Int64).int64_value(&[]);
+        let biases = match layer.bias_name() {
+            Some(b) => count(masks.get(&b).expect("bias mask")),
+            None => 0,
         };
+        Alive { units, weights: count(w), biases }
+    })
+}
+
+/// The dense model's [`Account`] from the graph's shapes alone: no tensor is allocated, so a
+/// network too large to build can still be counted (and refused with its numbers). Products
+/// saturate at `i64::MAX` instead of overflowing.
+pub fn account_dense(graph: &PruneGraph) -> Account {
+    account_with(graph, |layer| Alive {
+        units: layer.op.outputs(),
+        weights: numel(&layer.op.weight_shape()),
+        biases: if layer.bias_name().is_some() { layer.op.outputs() } else { 0 },
+    })
+}
+
+/// Entries of a tensor of `shape`, saturating.
+pub fn numel(shape: &[i64]) -> i64 {
+    shape.iter().fold(1i64, |a, &d| a.saturating_mul(d.max(0)))
+}
+
+fn account_with(graph: &PruneGraph, alive: impl Fn(&crate::graph::Layer) -> Alive) -> Account {
+    let mut layers = Vec::new();
+    let (mut pt, mut pa, mut ft, mut fa, mut fd, mut fl) = (0i64, 0i64, 0i64, 0i64, 0i64, 0i64);
+    for layer in &graph.layers {
+        let units_total = layer.op.outputs();
+        let a = alive(layer);
+        let w_total = numel(&layer.op.weight_shape());
+        let b_total = if layer.bias_name().is_some() { units_total } else { 0 };
         let positions = layer.output_positions();
-        let flops_dense = positions * (2 * w_total + b_total);
-        let flops_alive = positions * (2 * w_alive + b_alive);
-        let params_total = w_total + b_total;
-        let params_alive = w_alive + b_alive;
+        let flops = |w: i64, b: i64| positions.saturating_mul(w.saturating_mul(2).saturating_add(b));
+        let flops_dense = flops(w_total, b_total);
+        let flops_alive = flops(a.weights, a.biases);
+        let params_total = w_total.saturating_add(b_total);
+        let params_alive = a.weights.saturating_add(a.biases);
         let authors = !(graph.convention == Convention::Resnet && layer.role == Role::Stem);
         if authors {
-            pt += params_total;
-            pa += params_alive;
+            pt = pt.saturating_add(params_total);
+            pa = pa.saturating_add(params_alive);
         }
         let bn = if layer.batch_norm.is_some() { 2 } else { 0 };
-        ft += params_total + bn * units_total;
-        fa += params_alive + bn * units_alive;
-        fd += flops_dense;
-        fl += flops_alive;
+        ft = ft.saturating_add(params_total).saturating_add(bn * units_total);
+        fa = fa.saturating_add(params_alive).saturating_add(bn * a.units);
+        fd = fd.saturating_add(flops_dense);
+        fl = fl.saturating_add(flops_alive);
         layers.push(LayerAccount {
             name: layer.name.clone(),
             params_total,
             params_alive,
             units_total,
-            units_alive,
+            units_alive: a.units,
             flops_dense,
             flops_alive,
         });

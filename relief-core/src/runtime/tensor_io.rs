@@ -114,6 +114,34 @@ pub fn write_safetensors(
     write_atomic(path, &safetensors_bytes(tensors, metadata)?)
 }
 
+/// What a safetensors parsing error means, in words (the crate's errors print as enum names such
+/// as `MetadataIncompleteBuffer`).
+pub fn safetensors_error(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader | E::InvalidHeaderStart => "the header is not UTF-8 JSON".into(),
+        E::InvalidHeaderDeserialization | E::JsonError(_) => {
+            "the header is not a safetensors JSON header".into()
+        }
+        E::HeaderTooLarge => "the header length is larger than safetensors allows (100 MB)".into(),
+        E::HeaderTooSmall => "the file is shorter than a safetensors header (truncated?)".into(),
+        E::InvalidHeaderLength => "the header length runs past the end of the file (truncated?)".into(),
+        E::MetadataIncompleteBuffer => {
+            "the tensor data is shorter than the header says (the file is truncated)".into()
+        }
+        E::TensorNotFound(n) => format!("tensor `{n}` is not in the file"),
+        E::TensorInvalidInfo => "a tensor's shape and dtype do not match its data size".into(),
+        E::InvalidOffset(n) => {
+            format!("tensor `{n}`: its data offsets are invalid (overlapping or out of order)")
+        }
+        E::IoError(io) => format!("cannot read: {io}"),
+        E::InvalidTensorView(dtype, shape, len) => {
+            format!("a {dtype:?} tensor of shape {shape:?} cannot hold {len} bytes")
+        }
+        E::ValidationOverflow => "a tensor's size overflows".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
