@@ -26,7 +26,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .errors import ReliefTorchError
+from .errors import ReliefTorchError, cut
 
 #: BatchNorm epsilon of relief's executor (PyTorch's default).
 BN_EPS = 1e-5
@@ -137,16 +137,19 @@ class Program:
             return (s + 2 * p - k) // st + 1
 
         def run_layer(layer: Layer, shape: List[int]) -> List[int]:
+            if layer.kernel < 1 or layer.stride < 1 or layer.padding < 0:
+                raise ReliefTorchError(f"layer `{cut(layer.name)}`: kernel {layer.kernel}, stride {layer.stride}, "
+                                       f"padding {layer.padding}: expected kernel and stride >= 1, padding >= 0")
             if layer.kind == "linear":
                 if len(shape) != 1 or shape[0] != layer.inputs:
-                    raise ReliefTorchError(f"layer `{layer.name}` expects {layer.inputs} features, gets {shape}")
+                    raise ReliefTorchError(f"layer `{cut(layer.name)}` expects {layer.inputs} features, gets {shape}")
                 return [layer.outputs]
             if len(shape) != 3 or shape[0] != layer.inputs:
-                raise ReliefTorchError(f"layer `{layer.name}` expects {layer.inputs} channels, gets {shape}")
+                raise ReliefTorchError(f"layer `{cut(layer.name)}` expects {layer.inputs} channels, gets {shape}")
             h = conv_out(shape[1], layer.kernel, layer.stride, layer.padding)
             w = conv_out(shape[2], layer.kernel, layer.stride, layer.padding)
             if h < 1 or w < 1:
-                raise ReliefTorchError(f"layer `{layer.name}`: kernel {layer.kernel} does not fit {shape}")
+                raise ReliefTorchError(f"layer `{cut(layer.name)}`: kernel {layer.kernel} does not fit {shape}")
             return [layer.outputs, h, w]
 
         for op in self.ops:
@@ -156,6 +159,9 @@ class Program:
             elif op.kind == "max_pool":
                 if len(shape) != 3:
                     raise ReliefTorchError(f"max pooling on a non-image tensor of shape {shape}")
+                if op.kernel < 1 or op.stride < 1 or op.kernel > min(shape[1], shape[2]):
+                    raise ReliefTorchError(f"max pooling with kernel {op.kernel} and stride {op.stride} does not fit "
+                                           f"{shape}")
                 shape = [shape[0], (shape[1] - op.kernel) // op.stride + 1, (shape[2] - op.kernel) // op.stride + 1]
             elif op.kind == "gap":
                 if len(shape) != 3:
@@ -180,13 +186,14 @@ class Program:
                     short = run_layer(b.projection, x)
                 elif b.shortcut == "gather":
                     if b.stride < 1 or any(i >= x[0] for i in b.index):
-                        raise ReliefTorchError(f"block of `{b.conv1.name}`: the gather reads beyond {x[0]} channels")
+                        raise ReliefTorchError(f"block of `{cut(b.conv1.name)}`: the gather reads beyond {x[0]} "
+                                               "channels")
                     short = [len(b.index), -(-x[1] // b.stride), -(-x[2] // b.stride)]
                 else:
                     raise ReliefTorchError(f"unknown shortcut {b.shortcut!r}")
                 if short != shape:
                     raise ReliefTorchError(
-                        f"block of `{b.conv1.name}`: the shortcut gives {short}, the branch {shape}"
+                        f"block of `{cut(b.conv1.name)}`: the shortcut gives {short}, the branch {shape}"
                     )
             else:
                 raise ReliefTorchError(f"unknown op {op.kind!r}")
@@ -227,12 +234,13 @@ def _put(root: nn.Module, path: str, module: nn.Module) -> None:
         child = owner._modules.get(part)
         if child is None:
             if hasattr(owner, part):
-                raise ReliefTorchError(f"module path `{path}`: `{'.'.join(parts[: i + 1])}` is not a module")
+                raise ReliefTorchError(f"module path `{cut(path)}`: `{cut('.'.join(parts[: i + 1]))}` is not a "
+                                       "module")
             child = nn.Module()
             owner.add_module(part, child)
         owner = child
     if parts[-1] in owner._modules or hasattr(owner, parts[-1]):
-        raise ReliefTorchError(f"module path `{path}` is used twice")
+        raise ReliefTorchError(f"module path `{cut(path)}` is used twice")
     owner.add_module(parts[-1], module)
 
 
@@ -277,14 +285,15 @@ def build_module(
     for name, shape in expected.items():
         if name not in tensors:
             if not name.endswith(".num_batches_tracked"):
-                problems.append(f"missing `{name}` {list(shape)}")
+                problems.append(f"missing `{cut(name)}` {list(shape)}")
         elif tuple(tensors[name].shape) != shape:
-            problems.append(f"`{name}` has shape {list(tensors[name].shape)}, expected {list(shape)}")
+            problems.append(f"`{cut(name)}` has shape {list(tensors[name].shape)}, expected {list(shape)}")
     for name in tensors:
         if name not in expected:
-            problems.append(f"unexpected `{name}` {list(tensors[name].shape)}")
+            problems.append(f"unexpected `{cut(name)}` {list(tensors[name].shape)}")
     if problems:
-        raise ReliefTorchError("the tensors do not match the graph: " + "; ".join(problems))
+        more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ReliefTorchError("the tensors do not match the graph: " + "; ".join(problems[:20]) + more)
 
     root = nn.Module()
 

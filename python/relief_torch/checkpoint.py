@@ -22,12 +22,26 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
-from ._safetensors import read_safetensors
-from .errors import CheckpointError, ExportError
+from ._safetensors import as_path, read_safetensors
+from .errors import NAMES_LIMIT, CheckpointError, ExportError, ReliefTorchError, cut, names, shown
 from .spec import canonical_spec, parse_spec
 
 MASK_PREFIX = "mask."
+#: Tensor-name prefixes of a relief checkpoint that are not model state: masks, the optimizer
+#: state and the best-so-far weights (``relief-experiment``, ``checkpoint.rs``).
 RESERVED_PREFIXES = ("mask.", "opt.", "best.")
+_RESERVED_WHAT = {"mask.": "the pruning masks", "opt.": "the optimizer state", "best.": "the best-so-far weights"}
+
+
+def reserved_reason(name: str) -> str:
+    """Why a parameter or buffer named ``name`` (starting with a reserved prefix) cannot be a
+    relief tensor, and what to do about it."""
+    prefix = next(p for p in RESERVED_PREFIXES if name.startswith(p))
+    return (f"begins with `{prefix}`, which relief's checkpoints reserve for {_RESERVED_WHAT[prefix]} "
+            f"(`{prefix}<name>`; also `{'`, `'.join(p for p in RESERVED_PREFIXES if p != prefix)}`): relief would "
+            f"read it as such, not as a tensor of the model. Rename the submodule `{prefix[:-1]}` (e.g. "
+            f"`self.{prefix[:-1]}_ = ...`, or another name) so that no parameter or buffer name starts with "
+            f"{', '.join(f'`{p}`' for p in RESERVED_PREFIXES)}")
 
 
 @dataclasses.dataclass
@@ -104,17 +118,29 @@ def load_checkpoint(
 
     Before changing anything every name and shape is checked: checkpoint tensors the module
     lacks, module tensors the checkpoint lacks (``num_batches_tracked`` may be absent), shapes
-    that differ, masks without a tensor or hook point, mask values other than 0 and 1 are listed
-    in one :class:`CheckpointError`. With ``check_spec`` (default) and a ``model_spec`` in the
-    metadata the module is also traced and compared with the checkpoint's spec layer by layer,
-    so a different network with the same names and shapes is refused too. The module is left
-    in its training mode; returns a :class:`LoadReport`."""
+    that differ, NaN or infinite weights, masks without a tensor or hook point, mask values other
+    than 0 and 1, malformed metadata (``num_classes``, ``model_spec``: the field is named) are
+    listed in one :class:`CheckpointError`. With ``check_spec`` (default) and a ``model_spec`` in
+    the metadata the module is also traced and compared with the checkpoint's spec layer by layer,
+    so a different network with the same names and shapes is refused too. A module with a
+    parameter or buffer whose name starts with a prefix relief reserves (``mask.``, ``opt.``,
+    ``best.``: a submodule named ``mask``, ``opt`` or ``best``) is refused before the file is read:
+    its tensors could not be told from the checkpoint's masks, optimizer state or best weights.
+    The module is left in its training mode; returns a :class:`LoadReport`."""
     if masks not in ("prune", "bake"):
-        raise ValueError(f"masks must be 'prune' or 'bake', got {masks!r}")
-    path = os.fspath(path)
+        raise CheckpointError(f"load_checkpoint: the argument `masks` must be 'prune' or 'bake', got {shown(masks)}")
+    if not isinstance(module, nn.Module):
+        raise CheckpointError(f"load_checkpoint: the argument `module` must be a torch.nn.Module, got "
+                              f"{type(module).__name__}")
+    path = as_path(path, "load_checkpoint: the argument `path`", CheckpointError)
+    target = _logical_state(module)
+    reserved = [k for k in target if k.startswith(RESERVED_PREFIXES)]
+    if reserved:
+        raise CheckpointError(f"{path}: cannot load into {type(module).__name__}: its state_dict entry "
+                              f"`{cut(reserved[0])}` {reserved_reason(reserved[0])}")
     try:
         tensors, meta = read_safetensors(path)
-    except Exception as e:
+    except ReliefTorchError as e:
         raise CheckpointError(str(e)) from e
     if meta.get("format") == "relief-compact":
         raise CheckpointError(f"{path}: this is a compacted model (relief export --compact): its layers are smaller "
@@ -122,27 +148,39 @@ def load_checkpoint(
     state = {k: v for k, v in tensors.items() if not k.startswith(RESERVED_PREFIXES)}
     mask_tensors = {k[len(MASK_PREFIX):]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     inert = {n for n in meta.get("inert_masks", "").split(",") if n}
-    arch = meta.get("arch", "?")
-    target = _logical_state(module)
+    arch = cut(meta.get("arch", "?"))
 
     problems: List[str] = []
+    classes: Optional[int] = None
+    if "num_classes" in meta:
+        text = meta["num_classes"]
+        if not (text.isascii() and text.isdigit() and int(text) >= 1):
+            problems.append(f"metadata `num_classes` is {shown(text)}, expected a positive integer")
+        else:
+            classes = int(text)
     missing = [k for k in target if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in target]
-    misshaped = [f"`{k}`: checkpoint {list(state[k].shape)}, module {list(target[k][0].shape)}"
+    misshaped = [f"`{cut(k)}`: checkpoint {list(state[k].shape)}, module {list(target[k][0].shape)}"
                  for k in state if k in target and tuple(state[k].shape) != tuple(target[k][0].shape)]
     if missing:
-        problems.append("missing from the checkpoint: " + ", ".join(f"`{k}`" for k in missing))
+        problems.append("missing from the checkpoint: " + names(missing))
     if unexpected:
-        problems.append("not in the module: " + ", ".join(f"`{k}`" for k in unexpected))
+        problems.append("not in the module: " + names(unexpected))
     if misshaped:
-        problems.append("shapes differ: " + "; ".join(misshaped))
+        problems.append("shapes differ: " + "; ".join(misshaped[:NAMES_LIMIT])
+                        + (f"; and {len(misshaped) - NAMES_LIMIT} more" if len(misshaped) > NAMES_LIMIT else ""))
+    for k, v in state.items():
+        if k in target and v.is_floating_point():
+            nan, inf = int(torch.isnan(v).sum()), int(torch.isinf(v).sum())
+            if nan or inf:
+                problems.append(f"tensor `{cut(k)}` has {nan} NaN and {inf} inf entries of {v.numel()}")
 
     weight_masks: Dict[str, torch.Tensor] = {}
     shortcut_masks: Dict[str, torch.Tensor] = {}
     kept = total = 0
     for name, m in sorted(mask_tensors.items()):
-        if m.numel() and not bool(((m == 0) | (m == 1)).all()):
-            problems.append(f"mask `{name}` holds values other than 0 and 1")
+        if m.is_complex() or (m.numel() and not bool(((m == 0) | (m == 1)).all())):
+            problems.append(f"mask `{cut(name)}` holds values other than 0 and 1")
             continue
         if name in target:
             shape = tuple(target[name][0].shape)
@@ -150,13 +188,13 @@ def load_checkpoint(
                 if len(shape) == 4 and tuple(m.shape) == shape[:2] + (1, 1):
                     m = m.expand(shape)  # a kernel-level conv mask (`out x in x 1 x 1`)
                 else:
-                    problems.append(f"mask `{name}` has shape {list(m.shape)}, the tensor {list(shape)}")
+                    problems.append(f"mask `{cut(name)}` has shape {list(m.shape)}, the tensor {list(shape)}")
                     continue
             if name in inert:
                 continue
             owner, leaf = _owner(module, name)
             if owner is None or not isinstance(getattr(owner, leaf, None), torch.Tensor):
-                problems.append(f"mask `{name}`: no parameter `{name}` to mask")
+                problems.append(f"mask `{cut(name)}`: no parameter `{cut(name)}` to mask")
                 continue
             weight_masks[name] = m
             kept += int((m != 0).sum())
@@ -165,21 +203,23 @@ def load_checkpoint(
             owner, leaf = _owner(module, name)
             hook_point = getattr(owner, leaf, None) if owner is not None else None
             if m.dim() != 1:
-                problems.append(f"mask `{name}` {list(m.shape)} matches no tensor of the module")
+                problems.append(f"mask `{cut(name)}` {list(m.shape)} matches no tensor of the module")
             elif bool((m != 0).all()):
                 continue  # an all-ones shortcut mask changes nothing
             elif not isinstance(hook_point, nn.Module):
                 problems.append(
-                    f"shortcut mask `{name}` zeroes {int((m == 0).sum())} of {m.numel()} residual channels, but the "
-                    f"module has no submodule `{name}` to apply it to: give the block its shortcut as a module at "
-                    "that path (e.g. `self.shortcut = nn.Sequential()` for an identity shortcut), or use the "
+                    f"shortcut mask `{cut(name)}` zeroes {int((m == 0).sum())} of {m.numel()} residual channels, but "
+                    f"the module has no submodule `{cut(name)}` to apply it to: give the block its shortcut as a "
+                    "module at that path (e.g. `self.shortcut = nn.Sequential()` for an identity shortcut), or use the "
                     "compacted model (relief_torch.load_compacted)")
             else:
                 shortcut_masks[name] = m
 
     if not problems and check_spec and "model_spec" in meta:
-        problems.extend(_spec_problems(module, meta))
+        problems.extend(_spec_problems(module, meta["model_spec"], classes))
     if problems:
+        if len(problems) > NAMES_LIMIT:
+            problems = problems[:NAMES_LIMIT] + [f"and {len(problems) - NAMES_LIMIT} more problems"]
         raise CheckpointError(f"{path}: the checkpoint (arch `{arch}`) does not fit {type(module).__name__}; nothing "
                               "was loaded:\n  - " + "\n  - ".join(problems))
 
@@ -216,21 +256,22 @@ def load_checkpoint(
                       total)
 
 
-def _spec_problems(module: nn.Module, meta: Dict[str, str]) -> List[str]:
-    """Differences between the module, traced, and the checkpoint's spec."""
+def _spec_problems(module: nn.Module, text: str, meta_classes: Optional[int]) -> List[str]:
+    """Differences between the module, traced, and the checkpoint's spec (metadata
+    ``model_spec``; ``meta_classes`` from metadata ``num_classes``)."""
     from .export import spec_entries, trace_program
 
     try:
-        spec = parse_spec(meta["model_spec"])
+        spec = parse_spec(text)
+        classes = meta_classes if meta_classes is not None else spec["num_classes"]
+        theirs = canonical_spec(spec, classes)
     except ValueError as e:
-        return [f"metadata `model_spec` is not a readable spec ({e})"]
-    classes = int(meta.get("num_classes", spec.get("num_classes", 0)) or 0)
+        return [f"metadata `model_spec` is not a readable spec ({cut(e, 400)})"]
     try:
         program = trace_program(module, spec["input_shape"])
     except ExportError as e:
-        return [f"the module cannot be traced to compare it with the checkpoint's spec ({e}); pass check_spec=False "
-                "to load by names and shapes only"]
-    theirs = canonical_spec(spec, classes)
+        return [f"the module cannot be traced to compare it with the checkpoint's spec ({cut(e, 1000)}); pass "
+                "check_spec=False to load by names and shapes only"]
     mine_spec = {"input_shape": program.input_shape, "num_classes": program.num_classes,
                  "layer": spec_entries(program)}
     mine = canonical_spec(mine_spec, program.num_classes)
@@ -251,4 +292,4 @@ def _show(step: Optional[tuple]) -> str:
     if step is None:
         return "(nothing)"
     kind, *rest = step
-    return f"{kind}({', '.join(map(str, rest))})" if rest else kind
+    return f"{kind}({', '.join(cut(x) for x in rest)})" if rest else cut(kind)

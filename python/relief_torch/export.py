@@ -28,8 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._program import BN_EPS, BN_MOMENTUM, Block, Layer, Op, Program, build_module
-from ._safetensors import write_safetensors
-from .errors import ExportError, ReliefTorchError
+from ._safetensors import as_path, commit, encode_safetensors, write_temp
+from .checkpoint import RESERVED_PREFIXES, reserved_reason
+from .errors import ExportError, ReliefTorchError, cut, names, oneline, shown
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -151,22 +152,24 @@ class _Exporter:
             graph = tracer.trace(module)
         except Exception as e:
             raise ExportError(
-                f"torch.fx cannot trace {type(module).__name__}: {type(e).__name__}: {e}. relief_torch reads "
+                f"torch.fx cannot trace {type(module).__name__}: {type(e).__name__}: {oneline(e, 500)}. "
+                "relief_torch reads "
                 "the module's forward through torch.fx symbolic tracing (no data-dependent control flow)"
             ) from e
         self.gm = fx.GraphModule(module, graph)
         self.gm.graph.eliminate_dead_code()
         self.gm.recompile()
         self.graph = self.gm.graph
-        example = torch.randn(2, *self.input_shape, generator=torch.Generator().manual_seed(0)).to(_device(module))
         rec = _Recorder(self.gm)
         try:
+            seeded = torch.Generator().manual_seed(0)
+            example = torch.randn(2, *self.input_shape, generator=seeded).to(_device(module))
             with torch.no_grad():
                 rec.run(example)
         except Exception as e:
             raise ExportError(
                 f"{type(module).__name__} does not run on an input of shape [N, {', '.join(map(str, self.input_shape))}]: "
-                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                f"{type(e).__name__}: {cut(str(e).splitlines()[0], 500) if str(e) else ''}"
             ) from e
         self.values = rec.values
         self.used_modules: Dict[str, fx.Node] = {}
@@ -188,14 +191,14 @@ class _Exporter:
     def describe(self, node: fx.Node) -> str:
         if node.op == "call_module":
             m = self.modules.get(node.target)
-            target = f"{node.target} ({type(m).__module__}.{type(m).__qualname__})"
+            target = f"{cut(node.target)} ({type(m).__module__}.{type(m).__qualname__})"
         elif node.op == "call_function":
             target = _function_name(node.target)
         elif node.op == "call_method":
-            target = f"Tensor.{node.target}"
+            target = f"Tensor.{cut(node.target)}"
         else:
             target = str(node.target)
-        return f"fx node `{node.name}` (op {node.op}, target {target}) at {_location(node)}"
+        return f"fx node `{cut(node.name)}` (op {node.op}, target {target}) at {cut(_location(node), 500)}"
 
     def is_tensor(self, n: Any) -> bool:
         return isinstance(n, fx.Node) and isinstance(self.values.get(n), _Shape)
@@ -321,13 +324,13 @@ class _Exporter:
     def claim(self, node: fx.Node) -> None:
         if node.target in self.used_modules:
             first = self.used_modules[node.target]
-            raise self.fail(node, f"module `{node.target}` is called a second time (first by fx node "
-                            f"`{first.name}`): a relief spec has one layer per module (no weight sharing)")
+            raise self.fail(node, f"module `{cut(node.target)}` is called a second time (first by fx node "
+                            f"`{cut(first.name)}`): a relief spec has one layer per module (no weight sharing)")
         self.used_modules[node.target] = node
 
     def check_name(self, node: fx.Node, name: str) -> None:
         if not _NAME.match(name):
-            raise self.fail(node, f"module path `{name}` cannot be a relief name: relief names are dot-separated "
+            raise self.fail(node, f"module path `{cut(name)}` cannot be a relief name: relief names are dot-separated "
                             "parts of letters, digits and `_` (like PyTorch's `features.0`), so that a state_dict "
                             "loads 1:1; rename the module (e.g. the nn.ModuleDict key)")
 
@@ -762,9 +765,7 @@ def trace_program(module: nn.Module, input_shape: Sequence[int], stem: bool = Fa
     :class:`ExportError` for anything the spec format cannot express."""
     if not isinstance(module, nn.Module):
         raise ExportError(f"expected a torch.nn.Module, got {type(module).__name__}")
-    shape = [int(d) for d in input_shape]
-    if len(shape) not in (1, 3) or any(d < 1 for d in shape):
-        raise ExportError(f"input_shape must be [features] or [channels, height, width], got {list(input_shape)}")
+    shape = _input_shape(input_shape)
     was_training = module.training
     module.eval()
     try:
@@ -780,6 +781,26 @@ def trace_program(module: nn.Module, input_shape: Sequence[int], stem: bool = Fa
     if len(final) != 1:
         raise ExportError(f"the module's output has per-sample shape {final}; relief models end with N x classes")
     return Program(shape, final[0], ops, name=type(module).__name__)
+
+
+def _input_shape(input_shape: Any) -> List[int]:
+    """``input_shape`` as a list of 1 or 3 positive ints (an :class:`ExportError` naming the
+    argument otherwise: a string, floats, a bool, a zero or negative size)."""
+    bad = ExportError(f"input_shape must be [features] or [channels, height, width] (positive integers), got "
+                      f"{shown(input_shape)}")
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+        raise bad
+    shape = []
+    for d in input_shape:
+        if isinstance(d, bool):
+            raise bad
+        try:
+            shape.append(operator.index(d))
+        except TypeError:
+            raise bad from None
+    if len(shape) not in (1, 3) or any(d < 1 for d in shape):
+        raise bad
+    return shape
 
 
 def _toml_str(s: str) -> str:
@@ -891,19 +912,19 @@ def program_tensors(module: nn.Module, program: Program, what: str = "the module
             # torch.nn.utils.prune reparametrisation: the weight as the forward uses it.
             t = state[f"{name}_orig"] * state[f"{name}_mask"]
         if t is None:
-            problems.append(f"`{name}` is missing from {what}'s state_dict")
+            problems.append(f"`{cut(name)}` is missing from {what}'s state_dict")
         elif tuple(t.shape) != shape:
-            problems.append(f"`{name}` has shape {list(t.shape)}, the spec expects {list(shape)}")
+            problems.append(f"`{cut(name)}` has shape {list(t.shape)}, the spec expects {list(shape)}")
         elif t.is_floating_point() and t.dtype != torch.float32:
-            problems.append(f"`{name}` is {t.dtype}: relief works in float32 (call module.float() first)")
+            problems.append(f"`{cut(name)}` is {t.dtype}: relief works in float32 (call module.float() first)")
         else:
             out[name] = t.detach().to("cpu").contiguous()
-    names = {n for n, _ in expected}
-    extra = [k for k in state if k not in names
-             and not (k.endswith(("_orig", "_mask")) and k[:-5] in names)]
+    wanted = {n for n, _ in expected}
+    extra = [k for k in state if k not in wanted
+             and not (k.endswith(("_orig", "_mask")) and k[:-5] in wanted)]
     if extra:
         problems.append("state_dict entries the traced forward does not use (relief's model would not have them): "
-                        + ", ".join(f"`{k}`" for k in extra))
+                        + names(extra))
     if problems:
         raise ExportError("; ".join(problems))
     return out
@@ -950,7 +971,37 @@ def export(
     ``convention`` (``lenet``, ``vgg``, ``resnet``) is written when given, else relief infers it.
     Raises :class:`ExportError` for anything the spec cannot express, naming the fx node and the
     source line; the files are written only after the spec, rebuilt in PyTorch, reproduced the
-    module's logits."""
+    module's logits. A parameter or buffer whose name starts with ``mask.``, ``opt.`` or
+    ``best.`` (a submodule named ``mask``, ``opt`` or ``best``) is refused: relief's checkpoints
+    reserve those prefixes. ``out_dir`` is created when missing (its parent must exist; an
+    existing file there is refused before any work); both files are written atomically
+    (temporary sibling, ``fsync``, rename), so a failure leaves no partial file and no new
+    directory behind."""
+    if not isinstance(module, nn.Module):
+        raise ExportError(f"export: the argument `module` must be a torch.nn.Module, got {type(module).__name__}")
+    out_dir = as_path(out_dir, "export: the argument `out_dir`", ExportError)
+    if num_classes is not None:
+        try:
+            if isinstance(num_classes, bool):
+                raise TypeError
+            num_classes = operator.index(num_classes)
+        except TypeError:
+            raise ExportError(f"export: the argument `num_classes` must be a positive integer, got "
+                              f"{shown(num_classes)}") from None
+        if num_classes < 1:
+            raise ExportError(f"export: the argument `num_classes` must be a positive integer, got {num_classes}")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ExportError(f"export: the argument `name` must be a non-empty string, got {shown(name)}")
+    if stem not in (None, True, False):
+        raise ExportError(f"export: the argument `stem` must be True, False or None, got {shown(stem)}")
+    if convention is not None and convention not in ("lenet", "vgg", "resnet"):
+        raise ExportError(f"export: the argument `convention` must be lenet, vgg or resnet, got {shown(convention)}")
+    reserved = [k for k in module.state_dict() if k.startswith(RESERVED_PREFIXES)]
+    if reserved:
+        others = f" (also {names(reserved[1:])})" if len(reserved) > 1 else ""
+        raise ExportError(f"{type(module).__name__}: the state_dict entry `{cut(reserved[0])}`{others} "
+                          f"{reserved_reason(reserved[0])}")
+    _check_out_dir(out_dir)
     hooked = [n for n, m in module.named_modules() if getattr(m, "_relief_shortcut_hook", None) is not None]
     if hooked:
         raise ExportError(f"the module carries relief shortcut masks (on {', '.join(hooked)}, from load_checkpoint), "
@@ -960,7 +1011,7 @@ def export(
         first = program.ops[0]
         if first.kind == "layer" and first.layer.kind == "conv" and any(op.kind == "block" for op in program.ops):
             first.layer.stem = True
-    if num_classes is not None and int(num_classes) != program.num_classes:
+    if num_classes is not None and num_classes != program.num_classes:
         raise ExportError(f"num_classes = {num_classes}, but the module outputs {program.num_classes} values per sample")
     program.name = name or type(module).__name__
     tensors = program_tensors(module, program)
@@ -968,22 +1019,83 @@ def export(
         rebuilt = build_module(program, tensors)
     except ReliefTorchError as e:
         raise ExportError(f"the traced program is inconsistent: {e}") from e
-    diff = compare(module, rebuilt, program.input_shape)
+    try:
+        diff = compare(module, rebuilt, program.input_shape)
+    except Exception as e:
+        raise ExportError(f"{type(module).__name__} fails on a batch of 4 inputs of shape {program.input_shape} "
+                          f"({type(e).__name__}: {oneline(e, 500)})") from e
     if not diff <= 1e-4:
         raise ExportError(f"the spec rebuilt in PyTorch does not reproduce {type(module).__name__}'s logits (max "
                           f"relative difference {diff:.3g}); the module computes something the exporter did not "
                           "read (please report this)")
     text = spec_toml(program, program.name, convention, source=f"{type(module).__module__}.{type(module).__qualname__}")
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     spec_path = os.path.join(out_dir, "model.toml")
     weights_path = os.path.join(out_dir, "weights.safetensors")
     order = [n for n, _ in program.tensor_shapes()]
     meta = {"arch": program.name, "num_classes": str(program.num_classes), "model_spec": text,
             "exported_by": "relief_torch"}
-    write_safetensors(weights_path, tensors, meta)
-    tmp = spec_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, spec_path)
+    try:
+        chunks = encode_safetensors(tensors, meta)
+    except ReliefTorchError as e:
+        raise ExportError(str(e)) from e
+    _write_files(out_dir, [(weights_path, chunks), (spec_path, [text.encode("utf-8")])])
     return ExportResult(out_dir, spec_path, weights_path, text, order, diff)
+
+
+#: The files :func:`export` writes into its output directory.
+OUTPUT_FILES = ("model.toml", "weights.safetensors")
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """Refuses an output directory export could not write, before any work: an existing file
+    that is not a directory, a missing or non-directory parent, a file name of its output that
+    is a directory."""
+    if os.path.exists(out_dir) or os.path.islink(out_dir):
+        if not os.path.isdir(out_dir):
+            raise ExportError(f"{out_dir}: exists and is not a directory; the output directory receives "
+                              f"{' and '.join(OUTPUT_FILES)} (give a new or existing directory)")
+        for f in OUTPUT_FILES:
+            target = os.path.join(out_dir, f)
+            if os.path.isdir(target):
+                raise ExportError(f"{target}: is a directory; export writes the file {f} there (remove or rename it)")
+        return
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise ExportError(f"{out_dir}: cannot create the output directory: its parent {parent} {what} (export creates "
+                          "the output directory itself, not its parents)")
+
+
+def _write_files(out_dir: str, files: List[Tuple[str, List[bytes]]]) -> None:
+    """Writes every file atomically (each to a temporary sibling, flushed to disk, then all
+    renamed), creating ``out_dir`` first when needed; on a failure no temporary file is left,
+    a directory this call created is removed again, and the error names the file."""
+    created = False
+    if not os.path.isdir(out_dir):
+        try:
+            os.mkdir(out_dir)
+        except OSError as e:
+            raise ExportError(f"{out_dir}: cannot create the output directory: {e.strerror or e}") from e
+        created = True
+    temps: List[Tuple[str, str]] = []
+    done = False
+    try:
+        for path, chunks in files:
+            temps.append((write_temp(path, chunks), path))
+        for tmp, path in temps:
+            commit(tmp, path)
+        done = True
+    except ReliefTorchError as e:
+        raise ExportError(str(e)) from e
+    finally:
+        if not done:
+            for tmp, _ in temps:
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
+            if created:
+                try:
+                    os.rmdir(out_dir)
+                except OSError:
+                    pass
