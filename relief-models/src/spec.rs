@@ -362,6 +362,15 @@ impl Layer {
             Some(toml::Value::String(k)) => k,
             Some(other) => return Err(format!("`kind` must be a string, got {other}")),
         };
+        // Every size is bounded, so that shape arithmetic cannot overflow (a layer this large
+        // could not be allocated anyway; the plan's memory estimate refuses smaller absurdities).
+        for (field, v) in &table {
+            if let toml::Value::Integer(i) = v {
+                if *i > MAX_SIZE {
+                    return Err(format!("`{field}` = {i}: expected at most {MAX_SIZE} (2^24)"));
+                }
+            }
+        }
         let value = toml::Value::Table(table);
         fn fields<T: serde::de::DeserializeOwned>(v: toml::Value) -> Result<T, String> {
             v.try_into::<T>().map_err(|e| e.message().trim().to_string())
@@ -590,6 +599,19 @@ struct Pending {
     relu: bool,
 }
 
+/// The largest size a spec may give (channels, features, kernel, stride, padding, an input
+/// dimension, the classes): 2^24.
+pub const MAX_SIZE: i64 = 1 << 24;
+
+/// The most entries one sample's activation (a layer's output) or one layer's weight may have:
+/// 2^40 (4 TiB of float32).
+pub const MAX_ENTRIES: i64 = 1 << 40;
+
+/// The entries of `shape`, or `None` above [`MAX_ENTRIES`] (or on overflow).
+fn bounded_numel(shape: &[i64]) -> Option<i64> {
+    shape.iter().try_fold(1i64, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ENTRIES)
+}
+
 /// First components of a parameter name that relief's checkpoints use for their own entries
 /// (`mask.<param>`, `opt.<state>`, `best.<param>`): a module so named would be read back as one
 /// of them, so specs (and relief_torch exports) refuse it.
@@ -717,15 +739,24 @@ impl ModelSpec {
 
     fn infer_checked(&self, num_classes: i64) -> Result<Inference, SpecError> {
         if !(self.input_shape.len() == 1 || self.input_shape.len() == 3)
-            || self.input_shape.iter().any(|&d| d < 1)
+            || self.input_shape.iter().any(|&d| !(1..=MAX_SIZE).contains(&d))
         {
             return Err(SpecError::Spec(format!(
-                "input_shape must be [features] or [channels, height, width] with positive sizes, got {:?}",
+                "input_shape must be [features] or [channels, height, width] with sizes from 1 to \
+                 {MAX_SIZE}, got {:?}",
                 self.input_shape
             )));
         }
-        if num_classes < 1 {
-            return Err(SpecError::Spec(format!("num_classes must be at least 1, got {num_classes}")));
+        if !(1..=MAX_SIZE).contains(&num_classes) {
+            return Err(SpecError::Spec(format!(
+                "num_classes must be from 1 to {MAX_SIZE}, got {num_classes}"
+            )));
+        }
+        if bounded_numel(&self.input_shape).is_none() {
+            return Err(SpecError::Spec(format!(
+                "input_shape {:?} has more than {MAX_ENTRIES} (2^40) entries",
+                self.input_shape
+            )));
         }
         if self.layers.is_empty() {
             return Err(SpecError::Spec("a spec needs at least one [[layer]]".into()));
@@ -1027,6 +1058,16 @@ impl ModelSpec {
                     shape = out;
                 }
             }
+            if bounded_numel(&shape).is_none() {
+                return Err(SpecError::Layer {
+                    index,
+                    name: layer.name().map(str::to_string),
+                    kind: layer.kind().to_string(),
+                    message: format!(
+                        "its output {shape:?} has more than {MAX_ENTRIES} (2^40) entries per sample"
+                    ),
+                });
+            }
             info.output_shape = shape.clone();
             infos.push(info);
         }
@@ -1045,6 +1086,13 @@ impl ModelSpec {
         }
         let graph =
             b.try_finish().map_err(|e| SpecError::Spec(format!("inconsistent graph (a bug): {e}")))?;
+        if let Some(l) = graph.layers.iter().find(|l| bounded_numel(&l.op.weight_shape()).is_none()) {
+            return Err(SpecError::Spec(format!(
+                "layer `{}`: its weight {:?} has more than {MAX_ENTRIES} (2^40) entries",
+                l.name,
+                l.op.weight_shape()
+            )));
+        }
         Ok(Inference { graph, layers: infos })
     }
 
