@@ -55,6 +55,18 @@ if [[ "${RELIEF_SETUP_ONNX:-1}" != "0" ]]; then
   fi
 fi
 
+# torchvision (the build for torch 2.11.0): networks nobody here wrote, and ImageFolder for the
+# data benchmarks (scripts/bench_imagefolder.py). Optional: RELIEF_SETUP_TORCHVISION=0 skips it.
+if [[ "${RELIEF_SETUP_TORCHVISION:-1}" != "0" ]]; then
+  if .venv/bin/python -c 'import torchvision' 2>/dev/null; then
+    say "torchvision already installed in .venv"
+  else
+    say "installing torchvision==0.26.0 from PyPI into .venv (optional: benchmarks, torchvision networks)"
+    .venv/bin/python -m pip install --disable-pip-version-check -q "torchvision==0.26.0" \
+      || say "warning: torchvision could not be installed; what needs it says skipped"
+  fi
+fi
+
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 if [[ "$(readlink .libtorch 2>/dev/null || true)" != "$torch_dir" ]]; then
   ln -sfn "$torch_dir" .libtorch
