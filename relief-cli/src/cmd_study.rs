@@ -49,12 +49,13 @@ pub struct RunArgs {
     /// Study directory. Default: `studies/<name>`. Rerunning with the same directory resumes.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Points at once.
+    /// Points at once: at least 1, at most 4 x the cores of this machine; more than the
+    /// study's points are clamped to its points.
     #[arg(long, short, default_value_t = 1, value_name = "N")]
     pub jobs: usize,
     /// Devices the job slots use, round robin: `cpu`, or `cuda:0,cuda:1,...` (each point sees
-    /// only its card, as `cuda`). On the CPU a point whose config leaves `threads = 0` gets
-    /// cores / jobs threads.
+    /// only its card, as `cuda`); a CUDA device this machine does not have is an error. On the
+    /// CPU a point whose config leaves `threads = 0` gets cores / jobs threads.
     #[arg(long, default_value = "cpu", value_name = "LIST")]
     pub devices: String,
     /// Override one field of the base config of every point, e.g. `--set train.epochs=2` for a
@@ -145,7 +146,7 @@ pub struct ReportArgs {
     pub no_plots: bool,
 }
 
-/// Runs `relief study ...`.
+/// Runs `relief study ...`. Errors quote user input cut to a readable length.
 pub fn run(args: StudyArgs) -> Result<()> {
     match args.command {
         StudyCommand::Run(a) => run_local(a),
@@ -154,11 +155,11 @@ pub fn run(args: StudyArgs) -> Result<()> {
         StudyCommand::Status(a) => status(&a.dir),
         StudyCommand::Report(a) => report(&a.dir, a.out.as_deref(), !a.no_plots),
     }
+    .map_err(relief_experiment::study::cut_error)
 }
 
 fn name_of(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read the study file: {e}", path.display()))?;
+    let text = relief_experiment::study::spec::read_study_file(path)?;
     Ok(relief_experiment::study::spec::StudyFile::parse(&text, &path.display().to_string())?.name)
 }
 
@@ -193,31 +194,34 @@ fn points_table(study: &Study) -> String {
 }
 
 fn run_local(a: RunArgs) -> Result<()> {
+    // Every argument, the study and the directory are checked before anything is created.
     let devices = parse_devices(&a.devices)?;
+    local::check_jobs(a.jobs, usize::MAX)?;
+    local::check_devices_exist(&devices)?;
     let (study, dir) = load(&a.study, a.out.as_deref(), &a.set)?;
+    let opts = LocalOptions { jobs: a.jobs, devices, quiet: a.quiet, exe: None };
+    let jobs = local::check_options(&study, &opts)?;
+    let existing = directory::check(&study, &dir)?;
     if a.dry_run {
         println!(
-            "study {}: {} points, all valid; would run in {}\n",
+            "study {}: {} points, all valid; would run in {}{}\n",
             study.file.name,
             study.points.len(),
-            dir.display()
+            dir.display(),
+            if existing { " (resuming)" } else { "" }
         );
         print!("{}", points_table(&study));
         return Ok(());
     }
-    if devices.iter().any(|d| matches!(d, Slot::Cuda(_))) && a.jobs > devices.len() {
-        eprintln!(
-            "relief: note: {} jobs on {} CUDA device(s): several points share a card",
-            a.jobs,
-            devices.len()
-        );
+    let cuda = opts.devices.iter().filter(|d| matches!(d, Slot::Cuda(_))).count();
+    if cuda > 0 && jobs > cuda {
+        eprintln!("relief: note: {jobs} jobs on {cuda} CUDA device(s): several points share a card");
     }
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;
     let _lock = StudyLock::take(&dir)?;
     let existed = directory::prepare(&study, &dir)?;
     println!("relief: study directory {}{}", dir.display(), if existed { " (resuming)" } else { "" });
-    let outcome =
-        local::run_local(&study, &dir, &LocalOptions { jobs: a.jobs, devices, quiet: a.quiet, exe: None })?;
+    let outcome = local::run_local(&study, &dir, &opts)?;
     println!(
         "\nstudy {}: {} points done ({} before this run, {} now), {} failed, in {:.1} s",
         study.file.name,
@@ -243,40 +247,63 @@ fn run_local(a: RunArgs) -> Result<()> {
 }
 
 fn submit(a: SubmitArgs) -> Result<()> {
-    let (dir, index, defaults) = if directory::is_study(&a.study) {
+    // Every argument, the study and the directory are checked before anything is created.
+    let flags = SlurmDefaults {
+        partition: a.partition,
+        account: a.account,
+        gpus_per_task: a.gpus_per_task,
+        cpus_per_task: a.cpus_per_task,
+        mem: a.mem,
+        time: a.time,
+        max_parallel: a.max_parallel,
+        extra: Vec::new(),
+    };
+    let bad: Vec<String> = slurm::check_resources(&flags)
+        .into_iter()
+        .map(|(field, value, why)| format!("--{} {value}: {why}", field.replace('_', "-")))
+        .collect();
+    if !bad.is_empty() {
+        bail!("{}", bad.join("\n"));
+    }
+    let (dir, index, defaults, to_prepare) = if a.study.is_dir() {
+        if !directory::is_study(&a.study) {
+            bail!(
+                "{}: not a relief study directory (no {}); `relief study submit` takes a study file or \
+                 a study directory made by `relief study run` or `submit`",
+                a.study.display(),
+                relief_experiment::study::points::POINTS_FILE
+            );
+        }
         if a.out.is_some() || !a.set.is_empty() {
             bail!(
                 "{} is a study directory: it is submitted as it was made (no --out, no --set)",
                 a.study.display()
             );
         }
-        let study = Study::open(&a.study)?;
-        (a.study.clone(), PointsFile::read(&a.study)?, study.file.slurm.clone())
+        let (study, index) = directory::open(&a.study)?;
+        (a.study.clone(), index, study.file.slurm.clone(), None)
     } else {
         let (study, dir) = load(&a.study, a.out.as_deref(), &a.set)?;
-        if !a.dry_run {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;
-            directory::prepare(&study, &dir)?;
-        }
-        (dir, study.points_file(), study.file.slurm.clone())
+        directory::check(&study, &dir)?;
+        let (index, slurm) = (study.points_file(), study.file.slurm.clone());
+        (dir, index, slurm, Some(study))
     };
     let slurm = SlurmDefaults {
-        partition: a.partition.or(defaults.partition),
-        account: a.account.or(defaults.account),
-        gpus_per_task: a.gpus_per_task.or(defaults.gpus_per_task),
-        cpus_per_task: a.cpus_per_task.or(defaults.cpus_per_task),
-        mem: a.mem.or(defaults.mem),
-        time: a.time.or(defaults.time),
-        max_parallel: a.max_parallel.or(defaults.max_parallel),
+        partition: flags.partition.or(defaults.partition),
+        account: flags.account.or(defaults.account),
+        gpus_per_task: flags.gpus_per_task.or(defaults.gpus_per_task),
+        cpus_per_task: flags.cpus_per_task.or(defaults.cpus_per_task),
+        mem: flags.mem.or(defaults.mem),
+        time: flags.time.or(defaults.time),
+        max_parallel: flags.max_parallel.or(defaults.max_parallel),
         extra: defaults.extra,
     };
     let only = if a.retry_failed {
-        let queued = queued_points(&dir, &index);
+        let queued = queued_points(&dir, &index)?;
         let retry: Vec<usize> = index
             .points
             .iter()
-            .filter(|p| point_state(&dir, p).0.needs_run() && !queued.contains(&p.index))
+            .filter(|p| point_state(&dir, p).state.needs_run() && !queued.contains(&p.index))
             .map(|p| p.index)
             .collect();
         if retry.is_empty() {
@@ -291,6 +318,11 @@ fn submit(a: SubmitArgs) -> Result<()> {
     } else {
         None
     };
+    if let Some(study) = to_prepare.filter(|_| !a.dry_run) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;
+        directory::prepare(&study, &dir)?;
+    }
     let sub = slurm::submit(&dir, &index, &SubmitOptions { slurm, dry_run: a.dry_run, only, exe: None })?;
     if let Some(sub) = sub {
         println!("relief: study directory {}", dir.display());
@@ -306,9 +338,10 @@ fn submit(a: SubmitArgs) -> Result<()> {
     Ok(())
 }
 
-/// Points whose latest Slurm task is still pending or running.
-fn queued_points(dir: &Path, index: &PointsFile) -> Vec<usize> {
-    let Ok(jobs) = JobsFile::read(dir) else { return Vec::new() };
+/// Points whose latest Slurm task is still pending or running (a `jobs.json` that does not
+/// read is an error: every point would look resubmittable).
+fn queued_points(dir: &Path, index: &PointsFile) -> Result<Vec<usize>> {
+    let jobs = JobsFile::read(dir)?;
     let tasks = jobs.latest_task_ids();
     let ids: Vec<String> = tasks
         .values()
@@ -316,8 +349,8 @@ fn queued_points(dir: &Path, index: &PointsFile) -> Vec<usize> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let Some(states) = slurm::job_states(&ids) else { return Vec::new() };
-    index
+    let Some(states) = slurm::job_states(&ids) else { return Ok(Vec::new()) };
+    Ok(index
         .points
         .iter()
         .filter(|p| {
@@ -329,7 +362,7 @@ fn queued_points(dir: &Path, index: &PointsFile) -> Vec<usize> {
             })
         })
         .map(|p| p.index)
-        .collect()
+        .collect())
 }
 
 fn status(dir: &Path) -> Result<()> {
@@ -345,8 +378,11 @@ fn status(dir: &Path) -> Result<()> {
     let slurm_states = if job_ids.is_empty() { None } else { slurm::job_states(&job_ids) };
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     let mut rows = Vec::new();
+    let mut unreadable = Vec::new();
     for p in &index.points {
-        let (mut state, st) = point_state(dir, p);
+        let info = point_state(dir, p);
+        let (mut state, st) = (info.state, info.status);
+        unreadable.extend(info.status_error);
         let (task, sstate) = match tasks.get(&p.index) {
             Some((_, t)) => (t.clone(), slurm_states.as_ref().and_then(|m| m.get(t).cloned())),
             None => (String::new(), None),
@@ -385,11 +421,18 @@ fn status(dir: &Path) -> Result<()> {
         )
     );
     println!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
-    if jobs.submissions.is_empty() {
-        return Ok(());
-    }
-    if slurm_states.is_none() {
+    if !jobs.submissions.is_empty() && slurm_states.is_none() {
         println!("(Slurm is not reachable from here: scontrol failed or is not installed; states come from the run directories)");
+    }
+    if !unreadable.is_empty() {
+        bail!(
+            "{} status file{} of {} cannot be read (those points show as unknown; a rerun starts them \
+             again):\n  {}",
+            unreadable.len(),
+            if unreadable.len() == 1 { "" } else { "s" },
+            dir.display(),
+            unreadable.join("\n  ")
+        );
     }
     Ok(())
 }

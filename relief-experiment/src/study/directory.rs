@@ -22,9 +22,13 @@ pub fn is_study(dir: &Path) -> bool {
     dir.join(POINTS_FILE).is_file()
 }
 
-/// Writes the study's files into `dir` (creating it), after checking an existing study there.
-/// Returns whether the directory already held this study.
-pub fn prepare(study: &Study, dir: &Path) -> Result<bool> {
+/// Checks, without writing anything, that `study` may use `dir`: it does not exist, is
+/// empty (or holds only `study.lock`), or holds an earlier version of the same study (every
+/// point it has keeps its config). Returns whether the directory already holds the study.
+pub fn check(study: &Study, dir: &Path) -> Result<bool> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{}: exists and is not a directory", dir.display());
+    }
     let existed = is_study(dir);
     if existed {
         let old = PointsFile::read(dir)?;
@@ -51,8 +55,19 @@ pub fn prepare(study: &Study, dir: &Path) -> Result<bool> {
             .map(|mut d| d.any(|e| e.map_or(true, |e| e.file_name() != "study.lock")))
             .unwrap_or(true)
     {
-        bail!("{}: exists and is not a relief study directory (no {POINTS_FILE})", dir.display());
+        bail!(
+            "{}: exists and is not a relief study directory (no {POINTS_FILE}); nothing was written \
+             into it: use a new or empty --out",
+            dir.display()
+        );
     }
+    Ok(existed)
+}
+
+/// Writes the study's files into `dir` (creating it), after checking an existing study there
+/// ([`check`]). Returns whether the directory already held this study.
+pub fn prepare(study: &Study, dir: &Path) -> Result<bool> {
+    let existed = check(study, dir)?;
     for sub in ["runs", "logs", "status"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).with_context(|| format!("{}: cannot create", p.display()))?;
@@ -66,6 +81,39 @@ pub fn prepare(study: &Study, dir: &Path) -> Result<bool> {
     write_atomic(&dir.join(STUDY_FILE), text.as_bytes())?;
     study.points_file().write(dir)?;
     Ok(existed)
+}
+
+/// Opens a prepared study directory: its `points.json` and the points re-expanded from its
+/// `study.resolved.toml`, which must agree (every point of the index has the config hash the
+/// resolved study gives it); errors name the directory, the file and the points.
+pub fn open(dir: &Path) -> Result<(Study, PointsFile)> {
+    let index = PointsFile::read(dir)?;
+    let study = Study::open(dir)?;
+    let mut problems = Vec::new();
+    for e in &index.points {
+        match study.points.iter().find(|p| p.entry.id == e.id) {
+            None => problems.push(format!("point {} of {POINTS_FILE} is not in {STUDY_FILE}", e.id)),
+            Some(p) if p.entry.hash != e.hash => problems.push(format!(
+                "point {} has config hash {} in {POINTS_FILE} but {} from {STUDY_FILE}",
+                e.id, e.hash, p.entry.hash
+            )),
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(super::spec::MAX_LISTED);
+        if n > problems.len() {
+            problems.push(format!("... and {} more", n - problems.len()));
+        }
+        bail!(
+            "{}: the study directory was changed by hand or moved ({POINTS_FILE} and {STUDY_FILE} \
+             disagree):\n  {}",
+            dir.display(),
+            problems.join("\n  ")
+        );
+    }
+    Ok((study, index))
 }
 
 /// The study directory's lock (`study.lock`, flock): one local executor at a time.

@@ -13,7 +13,7 @@
 //! ETA) and one per running point (its completed iterations, read from its run directory);
 //! otherwise one line per state change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use super::points::{log_path, PointStatus};
 use super::spec::Study;
 use super::state::{point_state, PointState};
+use super::{cut_quote, MAX_QUOTE};
 use crate::progress::{Mode, Progress};
 use crate::report::render_table;
 
@@ -44,7 +45,8 @@ impl std::fmt::Display for Slot {
     }
 }
 
-/// Parses `--devices`: `cpu`, or `cuda:0,cuda:1,...` (also `cuda` = `cuda:0`).
+/// Parses `--devices`: `cpu`, or `cuda:0,cuda:1,...` (also `cuda` = `cuda:0`). Whether the
+/// CUDA devices exist is [`check_devices_exist`]'s question.
 pub fn parse_devices(s: &str) -> Result<Vec<Slot>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim) {
@@ -54,7 +56,11 @@ pub fn parse_devices(s: &str) -> Result<Vec<Slot>> {
             other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
                 Some(n) => Slot::Cuda(n),
                 None => {
-                    bail!("--devices {s}: `{part}` is not a device; expected cpu or cuda:N, comma-separated")
+                    bail!(
+                        "--devices {}: `{}` is not a device; expected cpu or cuda:N, comma-separated",
+                        cut_quote(s, MAX_QUOTE),
+                        cut_quote(part, MAX_QUOTE)
+                    )
                 }
             },
         });
@@ -63,6 +69,74 @@ pub fn parse_devices(s: &str) -> Result<Vec<Slot>> {
         bail!("--devices: empty list");
     }
     Ok(out)
+}
+
+/// `--jobs` may be at most this many times the available cores.
+pub const MAX_JOBS_PER_CORE: usize = 4;
+
+/// The largest `--jobs`: [`MAX_JOBS_PER_CORE`] x the available cores.
+pub fn max_jobs() -> usize {
+    MAX_JOBS_PER_CORE * std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1)
+}
+
+/// Checks `--jobs` and returns the job slots a study of `points` points uses: at least 1, at
+/// most [`max_jobs`] (refused above), and never more than the points (clamped: more slots
+/// would idle).
+pub fn check_jobs(jobs: usize, points: usize) -> Result<usize> {
+    let max = max_jobs();
+    if jobs == 0 {
+        bail!("--jobs 0: expected at least 1");
+    }
+    if jobs > max {
+        bail!(
+            "--jobs {jobs}: at most {max} ({MAX_JOBS_PER_CORE} x the {} cores of this machine)",
+            max / MAX_JOBS_PER_CORE
+        );
+    }
+    Ok(jobs.min(points.max(1)))
+}
+
+/// Checks that every CUDA device of `devices` exists, given the number of CUDA devices this
+/// process sees (`tch::Cuda::device_count()` for [`check_devices_exist`]).
+pub fn check_device_count(devices: &[Slot], count: usize) -> Result<()> {
+    let missing: Vec<String> = devices
+        .iter()
+        .filter(|d| matches!(d, Slot::Cuda(n) if *n >= count))
+        .map(|d| d.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        let have = match count {
+            0 => "this machine has no CUDA device (libtorch sees 0)".to_string(),
+            1 => "this machine has 1 CUDA device, cuda:0".to_string(),
+            n => format!("this machine has {n} CUDA devices, cuda:0 to cuda:{}", n - 1),
+        };
+        bail!("--devices {}: no such device; {have}", missing.join(","));
+    }
+    Ok(())
+}
+
+/// Checks that every CUDA device of `devices` exists on this machine (asks libtorch only when
+/// a CUDA device is listed).
+pub fn check_devices_exist(devices: &[Slot]) -> Result<()> {
+    if devices.iter().all(|d| *d == Slot::Cpu) {
+        return Ok(());
+    }
+    check_device_count(devices, usize::try_from(tch::Cuda::device_count()).unwrap_or(0))
+}
+
+/// Every check of [`run_local`]'s options against the study, before anything is created:
+/// `--jobs` ([`check_jobs`]), the devices' existence ([`check_devices_exist`]) and whether the
+/// points' devices fit them. Returns the job slots to use.
+pub fn check_options(study: &Study, opts: &LocalOptions) -> Result<usize> {
+    let jobs = check_jobs(opts.jobs, study.points.len())?;
+    if opts.devices.is_empty() {
+        bail!("--devices: empty list");
+    }
+    check_devices_exist(&opts.devices)?;
+    check_devices(study, &opts.devices)?;
+    Ok(jobs)
 }
 
 /// How the local executor runs a study.
@@ -124,7 +198,7 @@ fn spawn(
     cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
     match slot {
         Slot::Cpu => cmd.env("CUDA_VISIBLE_DEVICES", ""),
-        Slot::Cuda(n) => cmd.env("CUDA_VISIBLE_DEVICES", n.to_string()),
+        Slot::Cuda(n) => cmd.env("CUDA_VISIBLE_DEVICES", visible_device(n)),
     };
     if let Some(t) = threads {
         cmd.env(super::run_point::THREADS_ENV, t.to_string());
@@ -141,6 +215,16 @@ fn spawn(
         }
     }
     cmd.spawn().with_context(|| format!("cannot start {}", exe.display()))
+}
+
+/// What `CUDA_VISIBLE_DEVICES` names device `n` as seen by this process: the `n`-th entry of
+/// our own `CUDA_VISIBLE_DEVICES` when it is set (so `cuda:N` is the device
+/// `tch::Cuda::device_count()` counted), else `n`.
+fn visible_device(n: usize) -> String {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .and_then(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).nth(n).map(str::to_string))
+        .unwrap_or_else(|| n.to_string())
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -173,6 +257,11 @@ fn check_devices(study: &Study, devices: &[Slot]) -> Result<()> {
         }
     }
     if !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(super::spec::MAX_LISTED);
+        if n > problems.len() {
+            problems.push(format!("... and {} more", n - problems.len()));
+        }
         bail!("the study's devices do not fit --devices:\n  {}", problems.join("\n  "));
     }
     Ok(())
@@ -181,10 +270,7 @@ fn check_devices(study: &Study, devices: &[Slot]) -> Result<()> {
 /// Runs every point of `study` (in the prepared directory `dir`) that is not done.
 pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<LocalOutcome> {
     let t0 = Instant::now();
-    if opts.jobs == 0 {
-        bail!("--jobs 0: expected at least 1");
-    }
-    check_devices(study, &opts.devices)?;
+    let jobs = check_options(study, opts)?;
     let exe = match &opts.exe {
         Some(e) => e.clone(),
         None => std::env::current_exe().context("the relief executable")?,
@@ -192,10 +278,18 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
     let dir = std::fs::canonicalize(dir).with_context(|| format!("{}: cannot resolve", dir.display()))?;
     let n = study.points.len();
     let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
-    let threads = (cores / opts.jobs).max(1);
+    let threads = (cores / jobs).max(1);
     let mut state: Vec<PointState> = Vec::with_capacity(n);
     for p in &study.points {
-        state.push(point_state(&dir, &p.entry).0);
+        let info = point_state(&dir, &p.entry);
+        if let (PointState::Unknown, Some(e)) = (info.state, &info.status_error) {
+            eprintln!(
+                "relief: warning: {}; the outcome of point {}'s last attempt is unknown, so it runs again",
+                super::cut_long_lines(e),
+                p.entry.id
+            );
+        }
+        state.push(info.state);
     }
     if let Some(i) = state.iter().position(|s| *s == PointState::Running) {
         bail!(
@@ -214,7 +308,7 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
     let bar = progress.bar(n as u64, "points", "points");
     bar.set_position(skipped as u64);
     let mut running: Vec<Running> = Vec::new();
-    let mut free: Vec<usize> = (0..opts.jobs).rev().collect();
+    let mut free: Vec<usize> = (0..jobs).rev().collect();
     let mut failed = Vec::new();
     let mut finished = 0usize;
     let mut durations: Vec<f64> = Vec::new();
@@ -234,7 +328,7 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
             "eta ?".to_string()
         } else {
             let mean = durations.iter().sum::<f64>() / durations.len() as f64;
-            format!("eta {}", fmt_secs(mean * left as f64 / opts.jobs.min(left) as f64))
+            format!("eta {}", fmt_secs(mean * left as f64 / jobs.min(left) as f64))
         };
         format!(
             "{} done, {} running, {} failed, {} pending, {eta}",
@@ -248,7 +342,7 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
         "study {}: {n} points, {skipped} already done, {} to run, {} at a time on {} ({})",
         study.file.name,
         todo.len(),
-        opts.jobs,
+        jobs,
         opts.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
         dir.display()
     ));
@@ -346,11 +440,10 @@ pub fn run_local(study: &Study, dir: &Path, opts: &LocalOptions) -> Result<Local
                 progress.line(&format!("[{}] done {id} ({})", view(&state, &durations), fmt_secs(secs)));
             } else {
                 state[job.index] = PointState::Failed;
-                let why = PointStatus::read(&dir, &id)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.error)
-                    .unwrap_or_else(|| format!("exited with {code}"));
+                let why = match PointStatus::read(&dir, &id) {
+                    Ok(s) => s.and_then(|s| s.error).unwrap_or_else(|| format!("exited with {code}")),
+                    Err(e) => format!("exited with {code}; and {e:#}"),
+                };
                 progress.line(&format!(
                     "[{}] FAILED {id} after {} (log {})",
                     view(&state, &durations),
@@ -376,4 +469,34 @@ pub fn failed_table(failed: &[(String, PathBuf, String)]) -> String {
         })
         .collect();
     render_table(&["failed point", "log", "error"], &rows, &[false, false, false])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_bounded_and_clamped_to_the_points() {
+        assert!(check_jobs(0, 3).unwrap_err().to_string().contains("--jobs 0"));
+        let max = max_jobs();
+        assert_eq!(check_jobs(max, 3).unwrap(), 3.min(max));
+        assert_eq!(check_jobs(2, 5).unwrap(), 2);
+        for absurd in [max + 1, 1_000_000_000_000, usize::MAX] {
+            let e = check_jobs(absurd, 3).unwrap_err().to_string();
+            assert!(e.contains(&format!("--jobs {absurd}")) && e.contains("cores"), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_cuda_devices_are_named_with_the_count() {
+        let d = parse_devices("cuda:0,cuda:2,cuda:2").unwrap();
+        let e = check_device_count(&d, 0).unwrap_err().to_string();
+        assert!(e.contains("cuda:0,cuda:2") && e.contains("no CUDA device"), "{e}");
+        let e = check_device_count(&d, 2).unwrap_err().to_string();
+        assert!(e.starts_with("--devices cuda:2:") && e.contains("2 CUDA devices, cuda:0 to cuda:1"), "{e}");
+        assert!(check_device_count(&d, 3).is_ok());
+        assert!(check_device_count(&[Slot::Cpu], 0).is_ok());
+        let long = "x".repeat(100_000);
+        assert!(parse_devices(&long).unwrap_err().to_string().len() < 1000);
+    }
 }

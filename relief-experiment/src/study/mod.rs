@@ -13,3 +13,10 @@ pub mod run_point;
 pub mod slurm;
 pub mod spec;
 pub mod state;
+
+pub use relief_core::runtime::message::{cut_long_lines, quote_cut as cut_quote, MAX_LINE as MAX_QUOTE};
+
+/// `err` as one message (causes joined by `: `) with its long lines cut ([`cut_long_lines`]).
+pub fn cut_error(err: anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!(cut_long_lines(&format!("{err:#}")))
+}

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
@@ -59,13 +59,62 @@ pub struct PointsFile {
 }
 
 impl PointsFile {
-    /// Reads `DIR/points.json`.
+    /// Reads `DIR/points.json` and checks that it is an index a study could have written
+    /// ([`PointsFile::check`]); errors name the file (and the point).
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(POINTS_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("{}: not a relief study directory (cannot read {POINTS_FILE})", dir.display())
+        if !path.is_file() {
+            bail!("{}: not a relief study directory (no {POINTS_FILE})", dir.display());
+        }
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let file: Self = serde_json::from_str(&text)
+            .map_err(|e| anyhow!(super::cut_long_lines(&format!("{}: unreadable: {e}", path.display()))))?;
+        file.check().map_err(|e| {
+            anyhow!(super::cut_long_lines(&format!(
+                "{}: {e} (not an index relief writes: was it changed by hand?)",
+                path.display()
+            )))
         })?;
-        serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))
+        Ok(file)
+    }
+
+    /// Checks what every study command relies on: indices are positions, ids are unique file
+    /// names (`[A-Za-z0-9._+=,-]`, not `.` or `..`), each run directory is `runs/<id>`, and a
+    /// dependency names another point.
+    pub fn check(&self) -> Result<()> {
+        if self.points.is_empty() {
+            bail!("lists no points");
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, p) in self.points.iter().enumerate() {
+            let id = super::cut_quote(&p.id, super::MAX_QUOTE);
+            if p.index != i {
+                bail!("point {id} has index {} at position {i}", p.index);
+            }
+            if p.id.is_empty()
+                || p.id == "."
+                || p.id == ".."
+                || !p.id.chars().all(|c| c.is_ascii_alphanumeric() || "._+=,-".contains(c))
+            {
+                bail!("point {i}: id {id:?} is not a point id (letters, digits and ._+=,- only)");
+            }
+            if !ids.insert(p.id.as_str()) {
+                bail!("point {id} is listed twice");
+            }
+            if p.run_dir != Path::new("runs").join(&p.id) {
+                bail!(
+                    "point {id}: run_dir {:?} is not runs/{id}",
+                    super::cut_quote(&p.run_dir.display().to_string(), super::MAX_QUOTE)
+                );
+            }
+            if let Some(j) = p.depends_on {
+                if j >= self.points.len() || j == i {
+                    bail!("point {id}: depends_on = {j} is not another point (0-{})", self.points.len() - 1);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes `DIR/points.json` atomically.
@@ -140,15 +189,20 @@ pub fn log_path(dir: &Path, id: &str) -> PathBuf {
 }
 
 impl PointStatus {
-    /// Reads a point's status (`None` when the point never started).
+    /// Reads a point's status (`None` when the point never started); an error names the file
+    /// (a truncated or edited status is an error, never taken as "no status").
     pub fn read(dir: &Path, id: &str) -> Result<Option<Self>> {
         let path = status_path(dir, id);
-        if !path.is_file() {
-            return Ok(None);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(m) if m.is_dir() => bail!("{}: is a directory, not a status file", path.display()),
+            _ => {}
         }
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))?))
+        let status = serde_json::from_str(&text)
+            .map_err(|e| anyhow!(super::cut_long_lines(&format!("{}: unreadable: {e}", path.display()))))?;
+        Ok(Some(status))
     }
 
     /// Writes it atomically.

@@ -12,7 +12,10 @@
 //! (iteration 0, after training), final accuracy (last iteration, after retraining), the delta
 //! final − dense (computed per seed, then aggregated), remaining %, compression rate and FLOPs
 //! pruned % at the last iteration. Points without metrics are listed as missing, points that
-//! have not reached their last iteration as incomplete; neither is an error.
+//! have not reached their last iteration as incomplete; neither is an error. Each says where
+//! the point stands ([`super::state`]): a failed point with its error and the log of its last
+//! attempt (both from `status/<id>.json`), a running or interrupted one as such; a status file
+//! that cannot be read is named in the point's reason and in [`StudyReport::warnings`].
 //!
 //! Files written into the report directory (default `STUDY_DIR/report`), atomically:
 //! `summary.md`, `summary.csv`, `summary.json` (everything, numbers as numbers, per-iteration
@@ -26,7 +29,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::points::{PointEntry, PointsFile};
+use super::points::{status_path, PointEntry, PointsFile};
+use super::state::{point_state, PointState};
 use crate::checkpoint::write_atomic;
 use crate::metrics::IterationMetrics;
 use crate::report::RunSummary;
@@ -157,8 +161,18 @@ pub struct PointIssue {
     pub iterations_done: Option<usize>,
     /// The iterations its config asks for (`None`: not started).
     pub iterations: Option<usize>,
-    /// Why, in words.
+    /// Why, in words (a failed point: its error's first line and its log).
     pub reason: String,
+    /// Where the point stands: `pending`, `running`, `failed`, `interrupted`, `unknown` (its
+    /// status file does not read) or `done`.
+    pub state: String,
+    /// The error of a failed point's last attempt (from its status file), or why its status
+    /// file does not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The log of the point's last attempt, relative to the study directory (when it ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
 }
 
 /// The aggregated study: what [`report`] computes and writes.
@@ -176,6 +190,9 @@ pub struct StudyReport {
     pub missing: Vec<PointIssue>,
     /// Points whose metrics stop before their last iteration.
     pub incomplete: Vec<PointIssue>,
+    /// Problems with the study directory that do not stop the report (a status file that
+    /// cannot be read), each naming its file.
+    pub warnings: Vec<String>,
     /// The summary as a Markdown table (with notes), as written to `summary.md`.
     #[serde(skip)]
     pub summary_markdown: String,
@@ -324,15 +341,54 @@ pub fn aggregate(study_dir: &Path) -> Result<StudyReport> {
     let mut loaded: Vec<Loaded<'_>> = Vec::new();
     let mut missing = Vec::new();
     let mut incomplete = Vec::new();
+    let mut warnings = Vec::new();
     for entry in &index.points {
         let dir = study_dir.join(&entry.run_dir);
-        let issue = |iterations_done, iterations, reason: &str| PointIssue {
-            id: entry.id.clone(),
-            group: entry.group.clone(),
-            run_dir: entry.run_dir.clone(),
-            iterations_done,
-            iterations,
-            reason: reason.to_string(),
+        let info = point_state(study_dir, entry);
+        if let Some(e) = &info.status_error {
+            warnings.push(format!("point {}: {}", entry.id, super::cut_long_lines(e)));
+        }
+        let issue = |iterations_done, iterations, reason: &str| {
+            let error = match info.state {
+                PointState::Unknown => info.status_error.clone(),
+                PointState::Failed => Some(
+                    info.status
+                        .as_ref()
+                        .and_then(|s| s.error.clone())
+                        .unwrap_or_else(|| "no error recorded (the process was killed)".into()),
+                ),
+                _ => None,
+            }
+            .map(|e| super::cut_quote(&e, 4000));
+            let log = info.status.as_ref().map(|_| info.log(&entry.id));
+            let first = super::cut_quote(error.as_deref().and_then(|e| e.lines().next()).unwrap_or(""), 500);
+            let log_text =
+                log.as_ref().map(|l| format!("; log {}", study_dir.join(l).display())).unwrap_or_default();
+            let reason = match info.state {
+                PointState::Failed => format!("failed: {first}; {reason}{log_text}"),
+                PointState::Unknown => format!(
+                    "state unknown: {} does not read; {reason}",
+                    status_path(Path::new(""), &entry.id).display()
+                ),
+                PointState::Running => format!("running; {reason}{log_text}"),
+                // Interrupted as recorded by its status file (without one, the run directory
+                // alone says nothing about how its last attempt ended).
+                PointState::Interrupted if info.status.is_some() => {
+                    format!("interrupted; {reason}{log_text}")
+                }
+                PointState::Interrupted | PointState::Pending | PointState::Done => reason.to_string(),
+            };
+            PointIssue {
+                id: entry.id.clone(),
+                group: entry.group.clone(),
+                run_dir: entry.run_dir.clone(),
+                iterations_done,
+                iterations,
+                reason,
+                state: info.state.name().to_string(),
+                error,
+                log,
+            }
         };
         if !RunDir::is_run(&dir) {
             missing.push(issue(None, None, "not started (no run directory)"));
@@ -446,6 +502,7 @@ pub fn aggregate(study_dir: &Path) -> Result<StudyReport> {
         groups,
         missing,
         incomplete,
+        warnings,
         summary_markdown: String::new(),
         out: study_dir.join(REPORT_DIR),
         files: Vec::new(),
@@ -665,6 +722,9 @@ pub fn report(study_dir: &Path, out: Option<&Path>, plots: bool) -> Result<Study
 /// STUDY_DIR` and `relief study report` do).
 pub fn run(study_dir: &Path, out: Option<&Path>, plots: bool) -> Result<StudyReport> {
     let r = report(study_dir, out, plots)?;
+    for w in &r.warnings {
+        eprintln!("relief: warning: {w}");
+    }
     print!("{}", r.summary_markdown);
     println!();
     for f in &r.files {

@@ -48,31 +48,25 @@ fn threads_from_env() -> Option<i32> {
         .filter(|&n| n > 0)
 }
 
-/// Finds point `index` of the study directory and checks it against `points.json`.
+/// Finds point `index` of the study directory, with the directory checked
+/// ([`super::directory::open`]: `points.json` and `study.resolved.toml` agree).
 pub fn resolve_point(dir: &Path, index: usize) -> Result<(Study, PointsFile, Point)> {
-    let index_file = PointsFile::read(dir)?;
-    let Some(entry) = index_file.points.get(index) else {
+    let n = PointsFile::read(dir)?.points.len();
+    if index >= n {
         bail!(
-            "{}: no point {index} (the study has {} points, 0-{})",
+            "{}: no point {index}: the study has {n} point{}, 0-{}",
             dir.display(),
-            index_file.points.len(),
-            index_file.points.len().saturating_sub(1)
+            if n == 1 { "" } else { "s" },
+            n - 1
         );
+    }
+    let (study, index_file) = super::directory::open(dir)?;
+    let Some(entry) = index_file.points.get(index) else {
+        bail!("{}: no point {index} (points.json changed while it was read)", dir.display());
     };
-    let study = Study::open(dir)?;
     let Some(point) = study.points.iter().find(|p| p.entry.id == entry.id) else {
         bail!("{}: point {} of points.json is not in study.resolved.toml", dir.display(), entry.id);
     };
-    if point.entry.hash != entry.hash {
-        bail!(
-            "{}: point {} has config hash {} in points.json but {} from study.resolved.toml; the study \
-             directory was changed by hand",
-            dir.display(),
-            entry.id,
-            entry.hash,
-            point.entry.hash
-        );
-    }
     let point = point.clone();
     Ok((study, index_file, point))
 }

@@ -99,6 +99,76 @@ impl JobsFile {
     }
 }
 
+/// Whether `t` is a Slurm time limit: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`,
+/// `UNLIMITED` or `INFINITE`.
+fn is_time(t: &str) -> bool {
+    if t == "UNLIMITED" || t == "INFINITE" {
+        return true;
+    }
+    let digits = |p: &str| !p.is_empty() && p.len() <= 9 && p.chars().all(|c| c.is_ascii_digit());
+    let rest = match t.split_once('-') {
+        Some((days, rest)) if digits(days) => rest,
+        Some(_) => return false,
+        None => t,
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    parts.len() <= 3 && parts.iter().all(|p| digits(p))
+}
+
+/// The problems of Slurm resource values, as `(field, value, why)`; `field` is the `[slurm]`
+/// key (`--field` with `-` for `_` on the command line). A value is refused unless it has the
+/// form Slurm takes: none can break or extend the `#SBATCH` lines (no line breaks or other
+/// control characters), and counts are at least 1.
+pub fn check_resources(s: &SlurmDefaults) -> Vec<(&'static str, String, String)> {
+    use super::{cut_quote, MAX_QUOTE};
+    let mut out = Vec::new();
+    let quoted = |v: &str| format!("{:?}", cut_quote(v, MAX_QUOTE));
+    let control = |v: &str| v.chars().any(char::is_control);
+    for (field, value) in [("partition", &s.partition), ("account", &s.account)] {
+        if let Some(v) = value {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.,".contains(c)) {
+                out.push((field, quoted(v), "expected a Slurm name (letters, digits, _ - . ,)".into()));
+            }
+        }
+    }
+    if let Some(m) = &s.mem {
+        // Digits, then an optional unit K, M, G or T (optionally followed by B).
+        let size = m.strip_suffix(['B', 'b']).filter(|s| s.ends_with(char::is_alphabetic)).unwrap_or(m);
+        let num = size.strip_suffix(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']).unwrap_or(size);
+        if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit()) {
+            out.push(("mem", quoted(m), "expected a size such as 16G, 4000M or 4000 (MB)".into()));
+        }
+    }
+    if let Some(t) = &s.time {
+        if !is_time(t) {
+            out.push((
+                "time",
+                quoted(t),
+                "expected a time limit: minutes, H:M:S, D-H, D-H:M:S or UNLIMITED".into(),
+            ));
+        }
+    }
+    for (field, value) in [
+        ("gpus_per_task", s.gpus_per_task),
+        ("cpus_per_task", s.cpus_per_task),
+        ("max_parallel", s.max_parallel),
+    ] {
+        if value == Some(0) {
+            out.push((field, "0".into(), "expected at least 1 (leave it out for Slurm's default)".into()));
+        }
+    }
+    for e in &s.extra {
+        if !e.starts_with('-') || control(e) || e.trim().len() < 2 {
+            out.push((
+                "extra",
+                quoted(e),
+                "expected one sbatch option per entry, e.g. \"--qos=normal\" (no line breaks)".into(),
+            ));
+        }
+    }
+    out
+}
+
 /// Compresses sorted indices into Slurm's array syntax: `0-3,5,7-8`.
 pub fn array_spec(indices: &[usize]) -> String {
     let mut parts = Vec::new();
@@ -413,5 +483,43 @@ mod tests {
         let r = report_script("st", Path::new("/s/d"), Path::new("/bin/relief"), &s);
         assert!(!r.contains("gpus-per-task") && r.contains("study report /s/d"), "{r}");
         assert_eq!(sh_quote("a b"), "'a b'");
+    }
+
+    #[test]
+    fn resources_are_checked_for_their_slurm_form() {
+        for t in ["30", "30:00", "12:00:00", "2-0", "2-12:00", "1-00:00:00", "UNLIMITED"] {
+            assert!(is_time(t), "{t}");
+        }
+        for t in ["", "1h", "1:2:3:4", "-1", "x-1", "1-", "12:00\n#SBATCH --x"] {
+            assert!(!is_time(t), "{t}");
+        }
+        let ok = SlurmDefaults {
+            partition: Some("gpu".into()),
+            mem: Some("16G".into()),
+            time: Some("1-00:00:00".into()),
+            extra: vec!["--qos=normal".into()],
+            ..Default::default()
+        };
+        assert!(check_resources(&ok).is_empty());
+        for mem in ["4000", "16G", "16GB", "512m"] {
+            assert!(
+                check_resources(&SlurmDefaults { mem: Some(mem.into()), ..Default::default() }).is_empty()
+            );
+        }
+        for mem in ["", "G", "16 G", "16GG", "1.5G", "16B"] {
+            assert!(
+                !check_resources(&SlurmDefaults { mem: Some(mem.into()), ..Default::default() }).is_empty()
+            );
+        }
+        let bad = SlurmDefaults {
+            partition: Some("gpu\n#SBATCH --evil".into()),
+            mem: Some("lots".into()),
+            time: Some("soon".into()),
+            max_parallel: Some(0),
+            extra: vec!["qos=normal".into()],
+            ..Default::default()
+        };
+        let fields: Vec<&str> = check_resources(&bad).iter().map(|p| p.0).collect();
+        assert_eq!(fields, ["partition", "mem", "time", "max_parallel", "extra"]);
     }
 }

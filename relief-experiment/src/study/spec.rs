@@ -38,11 +38,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::points::{PointEntry, PointsFile};
+use super::{cut_error, cut_long_lines, cut_quote, MAX_QUOTE};
 use crate::config::{insert, Config, Method, Override};
 use crate::plan::{Plan, Stages};
 
 /// Ids longer than this are cut and given a hash suffix.
 pub const MAX_ID: usize = 96;
+
+/// The longest study name (it names the default directory `studies/<name>`).
+pub const MAX_NAME: usize = 128;
+
+/// At most this many problems are listed in one error (the rest are counted).
+pub const MAX_LISTED: usize = 30;
 
 /// The base config of a study: a file, or an inline table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,8 +232,10 @@ fn absolute(workdir: &Path, p: &Path) -> PathBuf {
 
 impl StudyFile {
     /// Parses a study file; errors name the file and the field.
+    /// A parse error quotes the offending line cut to a readable length.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))
+        toml::from_str(text)
+            .map_err(|e| anyhow!(cut_long_lines(&format!("{origin}: {}", e.to_string().trim_end()))))
     }
 
     /// The resolved form: base inlined (read relative to `file_dir`), `overrides` applied to
@@ -240,11 +249,22 @@ impl StudyFile {
     ) -> Result<Self> {
         if let BaseSpec::Path(p) = &self.base {
             let path = absolute(file_dir, p);
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("{origin}: base = {:?}: cannot read {}", p.display().to_string(), path.display())
+            let shown = cut_quote(&p.display().to_string(), MAX_QUOTE);
+            if path.is_dir() {
+                bail!(
+                    "{origin}: base = {shown:?}: {} is a directory; expected a relief config file (TOML)",
+                    path.display()
+                );
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{origin}: base = {shown:?}: cannot read {}", path.display()))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                anyhow!(cut_long_lines(&format!(
+                    "{origin}: base = {shown:?}: {}: {}",
+                    path.display(),
+                    e.to_string().trim_end()
+                )))
             })?;
-            let table: toml::Table = toml::from_str(&text)
-                .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
             self.base = BaseSpec::Inline(table);
         }
         if let BaseSpec::Inline(table) = &mut self.base {
@@ -274,22 +294,42 @@ impl Study {
     /// Reads, resolves, expands and validates a study file, with `overrides` (`--set`) applied
     /// to its base. Relative paths resolve against the current directory; `out` is the study
     /// directory (for matched run directories).
+    /// Errors quote user input cut to a readable length ([`cut_long_lines`]).
     pub fn load(path: &Path, out: &Path, overrides: &[Override]) -> Result<Self> {
+        Self::load_uncut(path, out, overrides).map_err(cut_error)
+    }
+
+    fn load_uncut(path: &Path, out: &Path, overrides: &[Override]) -> Result<Self> {
         let origin = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("{origin}: cannot read the study file"))?;
+        let text = read_study_file(path)?;
         let file = StudyFile::parse(&text, &origin)?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let cwd = std::env::current_dir().context("current directory")?;
-        let file = file.resolve(&absolute(&cwd, dir), &cwd, overrides, &origin)?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => absolute(&cwd, p),
+            _ => cwd.clone(),
+        };
+        let file = file.resolve(&dir, &cwd, overrides, &origin)?;
         Self::expand(file, out, &origin)
     }
 
     /// Re-expands a study directory's `study.resolved.toml` (what `run-point` runs).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_uncut(dir).map_err(cut_error)
+    }
+
+    fn open_uncut(dir: &Path) -> Result<Self> {
         let path = dir.join(super::points::STUDY_FILE);
+        if !dir.join(super::points::POINTS_FILE).is_file() {
+            bail!("{}: not a relief study directory (no {})", dir.display(), super::points::POINTS_FILE);
+        }
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("{}: not a relief study directory (cannot read {})", dir.display(), path.display())
+            format!(
+                "{}: cannot read {} (the study directory was changed by hand; `relief study run \
+                 STUDY.toml --out {}` with the study file writes it again)",
+                dir.display(),
+                path.display(),
+                dir.display()
+            )
         })?;
         let file = StudyFile::parse(&text, &path.display().to_string())?;
         if !matches!(file.base, BaseSpec::Inline(_)) || file.workdir.is_none() {
@@ -312,8 +352,18 @@ impl Study {
         let out_abs = canonical_dir(&workdir, out);
         let BaseSpec::Inline(base) = &file.base else { unreachable!("resolved") };
         let mut problems = Vec::new();
+        let name = cut_quote(&file.name, MAX_QUOTE);
         if file.name.trim().is_empty() || clean(&file.name) != file.name {
-            problems.push(format!("name = {:?}: expected letters, digits and ._+=,- only", file.name));
+            problems.push(format!("name = {name:?}: expected letters, digits and ._+=,- only"));
+        } else if file.name == "." || file.name == ".." {
+            problems.push(format!(
+                "name = {name:?}: not a directory name (the study directory is studies/<name>)"
+            ));
+        } else if file.name.chars().count() > MAX_NAME {
+            problems.push(format!("name = {name:?}: longer than {MAX_NAME} characters"));
+        }
+        for (field, value, why) in super::slurm::check_resources(&file.slurm) {
+            problems.push(format!("[slurm] {field} = {value}: {why}"));
         }
         // The base alone must be a config (names its own mistakes).
         if let Err(e) = toml::Value::Table(base.clone()).try_into::<Config>() {
@@ -323,12 +373,29 @@ impl Study {
         let mut grid: Vec<(String, Vec<toml::Value>)> = Vec::new();
         let mut flat = Vec::new();
         flatten("", &file.grid, &mut flat);
+        for key in repeated_keys(&flat) {
+            problems
+                .push(format!("[grid] {key}: given twice (as a dotted key and in a nested table); keep one"));
+        }
         for (key, value) in flat {
             match value {
                 toml::Value::Array(list) if !list.is_empty() => {
                     for v in &list {
                         if let Err(e) = check_key(&key, v) {
                             problems.push(format!("[grid] {key} = {}: {e}", v));
+                        }
+                    }
+                    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+                    for v in &list {
+                        *seen.entry(v.to_string()).or_default() += 1;
+                    }
+                    for v in list.iter().map(|v| v.to_string()) {
+                        match seen.remove(&v) {
+                            Some(n) if n > 1 => problems.push(format!(
+                                "[grid] {key}: the value {v} is listed {n} times; each value makes its \
+                                 points once, so remove the repeats"
+                            )),
+                            _ => {}
                         }
                     }
                     grid.push((key, list));
@@ -345,6 +412,12 @@ impl Study {
             flatten("", t, &mut flat);
             if flat.is_empty() {
                 problems.push(format!("[[point]] #{}: empty", i + 1));
+            }
+            for key in repeated_keys(&flat) {
+                problems.push(format!(
+                    "[[point]] #{}: {key} given twice (as a dotted key and in a nested table); keep one",
+                    i + 1
+                ));
             }
             for (key, v) in &flat {
                 if let Err(e) = check_key(key, v) {
@@ -395,7 +468,10 @@ impl Study {
         }
         let label = labels(&varied);
         let mut points: Vec<Point> = Vec::new();
+        // What made each point (`point ID` or `[[point]] #N (ID)`), for duplicates.
+        let mut made_by: Vec<String> = Vec::new();
         let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
+        let mut by_config: BTreeMap<String, usize> = BTreeMap::new();
         for raw in raws {
             let lookup: BTreeMap<&str, &toml::Value> =
                 raw.values.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -412,8 +488,9 @@ impl Study {
                 None => format!("point {id}"),
             };
             let mut tree = base.clone();
-            for (k, v) in &raw.values {
-                insert(&mut tree, k, v.clone())?;
+            if let Some(e) = raw.values.iter().find_map(|(k, v)| insert(&mut tree, k, v.clone()).err()) {
+                problems.push(format!("{what}: {e}"));
+                continue;
             }
             let mut config: Config = match toml::Value::Table(tree).try_into() {
                 Ok(c) => c,
@@ -439,14 +516,33 @@ impl Study {
                 depends_on: None,
             };
             if let Some(&j) = by_id.get(&id) {
-                if points[j].config != config {
-                    problems.push(format!(
-                        "{what}: its id is also the id of another point with a different config"
-                    ));
-                }
+                problems.push(if points[j].config == config {
+                    format!("{what} repeats {}: the same values twice; remove one", made_by[j])
+                } else {
+                    format!(
+                        "{what} has the id of {} but another config (ids keep only letters, digits and \
+                         ._+-); give the points values that differ in the id, or a `name`",
+                        made_by[j]
+                    )
+                });
                 continue;
             }
+            // The same config under another id (`1` and `1.0`): one experiment twice.
+            let mut anonymous = config.clone();
+            if !lookup.contains_key("name") {
+                anonymous.name = None;
+            }
+            let same = anonymous.hash();
+            if let Some(&j) = by_config.get(&same) {
+                problems.push(format!(
+                    "{what} has the same config as {} (values written differently); remove one",
+                    made_by[j]
+                ));
+                continue;
+            }
+            by_config.insert(same, points.len());
             by_id.insert(id, points.len());
+            made_by.push(what);
             points.push(Point { entry, config });
         }
         if !problems.is_empty() {
@@ -478,11 +574,15 @@ impl Study {
         }
         if !problems.is_empty() {
             let n = problems.len();
+            let mut shown: Vec<String> = problems.iter().take(MAX_LISTED).cloned().collect();
+            if n > MAX_LISTED {
+                shown.push(format!("... and {} more", n - MAX_LISTED));
+            }
             bail!(
                 "{n} of {} point{} invalid; nothing was run:\n{}",
                 ordered.len(),
                 if ordered.len() == 1 { " is" } else { "s are" },
-                problems.join("\n")
+                shown.join("\n")
             );
         }
         if ordered.is_empty() {
@@ -507,7 +607,36 @@ fn check_key(key: &str, value: &toml::Value) -> Result<()> {
 
 fn listing(problems: &[String]) -> String {
     let n = problems.len();
-    format!("{n} problem{} in the study:\n  - {}", if n == 1 { "" } else { "s" }, problems.join("\n  - "))
+    let mut shown: Vec<&str> = problems.iter().take(MAX_LISTED).map(String::as_str).collect();
+    let more = format!("... and {} more", n.saturating_sub(MAX_LISTED));
+    if n > MAX_LISTED {
+        shown.push(&more);
+    }
+    format!("{n} problem{} in the study:\n  - {}", if n == 1 { "" } else { "s" }, shown.join("\n  - "))
+}
+
+/// Dotted keys that occur more than once (`"prune.alpha_fc"` and `[grid.prune] alpha_fc`).
+fn repeated_keys(flat: &[(String, toml::Value)]) -> Vec<String> {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for (k, _) in flat {
+        *count.entry(k.as_str()).or_default() += 1;
+    }
+    count.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_string()).collect()
+}
+
+/// Reads a study file, saying what a directory is instead of the OS error.
+pub fn read_study_file(path: &Path) -> Result<String> {
+    let origin = path.display();
+    if path.is_dir() {
+        if path.join(super::points::POINTS_FILE).is_file() {
+            bail!(
+                "{origin}: is a study directory, not a study file (`relief study status/report {origin}` \
+                 show it; `relief study run` takes the study's TOML file)"
+            );
+        }
+        bail!("{origin}: is a directory; expected a study file (TOML)");
+    }
+    std::fs::read_to_string(path).with_context(|| format!("{origin}: cannot read the study file"))
 }
 
 /// Makes the config's relative paths absolute against `workdir`.

@@ -5,7 +5,9 @@
 //! - `running`: a process holds the run directory's lock (`run.lock`, flock);
 //! - `failed`: the last attempt exited with an error, or was killed (its status file says
 //!   running but nobody holds the lock);
-//! - `pending`: never started.
+//! - `pending`: never started;
+//! - `unknown`: not done and not running, and its status file cannot be read (truncated or
+//!   edited by hand): the error names the file, and a rerun starts the point again.
 
 use std::path::Path;
 
@@ -25,6 +27,8 @@ pub enum PointState {
     Interrupted,
     /// Never started.
     Pending,
+    /// Not done, not running, and its status file cannot be read.
+    Unknown,
 }
 
 impl PointState {
@@ -36,12 +40,16 @@ impl PointState {
             PointState::Failed => "failed",
             PointState::Interrupted => "interrupted",
             PointState::Pending => "pending",
+            PointState::Unknown => "unknown",
         }
     }
 
     /// Whether `--retry-failed` and a rerun start it again.
     pub fn needs_run(self) -> bool {
-        matches!(self, PointState::Failed | PointState::Interrupted | PointState::Pending)
+        matches!(
+            self,
+            PointState::Failed | PointState::Interrupted | PointState::Pending | PointState::Unknown
+        )
     }
 }
 
@@ -74,14 +82,42 @@ pub fn lock_held(run_dir: &Path) -> bool {
     }
 }
 
+/// Where a point stands: its state, its last status, and why that status could not be read.
+#[derive(Debug, Clone)]
+pub struct PointInfo {
+    /// The state.
+    pub state: PointState,
+    /// `status/<id>.json`, when it exists and reads.
+    pub status: Option<PointStatus>,
+    /// The error reading `status/<id>.json` (it names the file), when it exists but does not
+    /// read: every study command reports it.
+    pub status_error: Option<String>,
+}
+
+impl PointInfo {
+    /// The log of the point's last attempt, relative to the study directory: the Slurm task's
+    /// (`slurm/logs/JOB_TASK.log`) when Slurm ran it, else `logs/<id>.log`.
+    pub fn log(&self, id: &str) -> std::path::PathBuf {
+        match self.status.as_ref().and_then(|s| s.slurm_job.as_deref()) {
+            Some(task) => Path::new("slurm").join("logs").join(format!("{task}.log")),
+            None => Path::new("logs").join(format!("{id}.log")),
+        }
+    }
+}
+
 /// The state of `point` in the study directory `dir`, with its last status (if any).
-pub fn point_state(dir: &Path, point: &PointEntry) -> (PointState, Option<PointStatus>) {
+pub fn point_state(dir: &Path, point: &PointEntry) -> PointInfo {
     let run_dir = dir.join(&point.run_dir);
-    let status = PointStatus::read(dir, &point.id).ok().flatten();
+    let (status, status_error) = match PointStatus::read(dir, &point.id) {
+        Ok(s) => (s, None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
     let state = if run_complete(&run_dir) {
         PointState::Done
     } else if lock_held(&run_dir) {
         PointState::Running
+    } else if status_error.is_some() {
+        PointState::Unknown
     } else {
         match status.as_ref().map(|s| s.state) {
             Some(AttemptState::Failed) => PointState::Failed,
@@ -90,5 +126,5 @@ pub fn point_state(dir: &Path, point: &PointEntry) -> (PointState, Option<PointS
             None => PointState::Pending,
         }
     };
-    (state, status)
+    PointInfo { state, status, status_error }
 }
