@@ -22,7 +22,8 @@ pub mod training;
 // paths the rest of the workspace and users' code have always used.
 pub use deployment::{compact, sparse, sparse_file};
 pub use pruning::{
-    accounting, backward, engine, exec, graph, magnitude, masks, params, score, select, semantics, stats,
+    accounting, backward, baselines, engine, exec, graph, magnitude, masks, params, score, select, semantics,
+    stats,
 };
 pub use runtime::{host_memory, parallel, precision, tensor_io};
 pub use training::{optim, train};

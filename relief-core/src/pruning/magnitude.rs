@@ -23,6 +23,9 @@ pub enum MagnitudeTarget {
     /// and the layer's still-unmasked weights (masks only shrink). Ties in `|w|` are broken
     /// deterministically: the lower flat (row-major) index is kept first.
     PerLayerCount(Vec<i64>),
+    /// Exact number of weights to keep over all layers, ranked together by `|w|` (ties to the
+    /// earlier layer, then the lower flat index): global magnitude at another run's total.
+    GlobalCount(i64),
 }
 
 fn weight<'a>(params: &'a TensorMap, name: &str) -> Result<&'a Tensor, CoreError> {
@@ -42,8 +45,10 @@ fn top_k_mask(scores: &Tensor, k: i64) -> Tensor {
 
 /// Keeps exactly `k` of the entries where `mask` is set: the largest `scores`, ties to the lower
 /// flat index (stable sort); entries where `mask` is 0 are never kept. A 0/1 `f32` tensor.
-fn exact_count_mask(scores: &Tensor, mask: &Tensor, k: i64) -> Tensor {
-    let flat = scores.flatten(0, -1).to_kind(Kind::Float);
+pub(crate) fn exact_count_mask(scores: &Tensor, mask: &Tensor, k: i64) -> Tensor {
+    // Floating scores keep their precision (random scores are float64, so that ties are rare).
+    let flat = scores.flatten(0, -1);
+    let flat = if flat.is_floating_point() { flat } else { flat.to_kind(Kind::Float) };
     let alive = mask.flatten(0, -1).gt(0.0);
     // Masked entries rank below every live one (|w| >= 0).
     let ranked = flat.where_self(&alive, &Tensor::full_like(&flat, -1.0));
@@ -52,7 +57,7 @@ fn exact_count_mask(scores: &Tensor, mask: &Tensor, k: i64) -> Tensor {
         let (_, order) = ranked.sort_stable(true, 0, true);
         let _ = keep.index_fill_(0, &order.narrow(0, 0, k), 1.0);
     }
-    keep.view_as(scores)
+    keep.view_as(scores).to_kind(Kind::Float)
 }
 
 /// Updates the weight masks of `masks` by magnitude (monotone: masked weights stay masked).
@@ -111,6 +116,28 @@ pub fn magnitude_prune(
                 for ((name, s), &k) in scored.iter().zip(counts) {
                     let old = masks.get(name).expect("checked");
                     let new = exact_count_mask(s, old, k) * old;
+                    masks.set(name, new.to_kind(Kind::Float));
+                }
+            }
+            MagnitudeTarget::GlobalCount(k) => {
+                let alive: Vec<Tensor> =
+                    scored.iter().map(|(name, _)| masks.get(name).expect("checked").flatten(0, -1)).collect();
+                let all_alive = Tensor::cat(&alive, 0);
+                let n_alive = all_alive.gt(0.0).sum(Kind::Int64).int64_value(&[]);
+                if !(0..=n_alive).contains(k) {
+                    return Err(CoreError::Invalid(format!(
+                        "cannot keep {k} weights over all layers, {n_alive} are still unmasked (expected \
+                         0..={n_alive}; masks only shrink)"
+                    )));
+                }
+                let all = Tensor::cat(&scored.iter().map(|(_, s)| s.flatten(0, -1)).collect::<Vec<_>>(), 0);
+                let keep = exact_count_mask(&all, &all_alive, *k);
+                let mut offset = 0;
+                for (name, s) in &scored {
+                    let n = s.numel() as i64;
+                    let part = keep.narrow(0, offset, n).view_as(s);
+                    offset += n;
+                    let new = part * masks.get(name).expect("checked");
                     masks.set(name, new.to_kind(Kind::Float));
                 }
             }
