@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # ci-packages.sh - Debian packages the CI needs beyond the toolchain: headless Chromium for the
-# HTML report tests (Slurm comes from scripts/slurm.sh install). Idempotent; run as root.
+# HTML report tests, Fashion-MNIST (/usr/share/datasets/fashion-mnist) for the user-data tests
+# (Slurm comes from scripts/slurm.sh install). Idempotent; run as root.
 #
 # `apt-get update` runs only when the machine has no package lists yet (a fresh Debian image
 # has none; scripts/slurm.sh install, run before, has fetched them), or once more when an
 # install fails on stale lists. Checks afterwards that Chromium renders a page headless.
 set -euo pipefail
 
-PKGS=(chromium)
+PKGS=(chromium dataset-fashion-mnist)
 say() { printf '[ci-packages %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 missing=()
@@ -45,3 +46,10 @@ timeout 120 chromium "${flags[@]}" --screenshot="$dir/shot.png" --window-size=12
 [[ $(head -c 8 "$dir/shot.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]] ||
   { say "ERROR: chromium wrote no PNG"; exit 1; }
 say "$(chromium --version 2>/dev/null) renders headless (--dump-dom, --screenshot)"
+
+# Fashion-MNIST: the four IDX files the tests read
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  [[ -s /usr/share/datasets/fashion-mnist/$f.gz ]] ||
+    { say "ERROR: /usr/share/datasets/fashion-mnist/$f.gz missing"; exit 1; }
+done
+say "Fashion-MNIST in /usr/share/datasets/fashion-mnist"

@@ -11,8 +11,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relief_torch as rt  # noqa: E402
 from relief_torch import DatasetError  # noqa: E402
+import json  # noqa: E402
+from test_roundtrip import mnist, needs_relief, relief, relief_eval  # noqa: E402
 
 
 def images(n=60, classes=6, seed=0, dtype=torch.uint8):
@@ -144,6 +147,54 @@ class SaveDataset(unittest.TestCase):
                 self.assertLess(len(str(cm.exception)), 400)
         after = tree(self.d)
         self.assertEqual(after, before, "a refused call changed or left a file")
+
+
+@needs_relief
+class EndToEnd(unittest.TestCase):
+    """The acceptance path: a PyTorch dataset saved with save_dataset, pruned by `relief run`
+    with `dataset = "tensors"`, the compacted export evaluated on the same test set."""
+
+    def test_save_dataset_then_relief_run_and_eval(self):
+        m = mnist()
+        with tempfile.TemporaryDirectory() as d:
+            train = torch.utils.data.TensorDataset(m["train_x"][:600], m["train_y"][:600])
+            test = [(m["test_x"][i], int(m["test_y"][i])) for i in range(300)]
+            data = os.path.join(d, "digits.safetensors")
+            rt.save_dataset(train, data, test=test, classes=[str(i) for i in range(10)])
+            cfg = os.path.join(d, "c.toml")
+            with open(cfg, "w") as f:
+                f.write(f'''model = "lenet300-100"
+device = "cpu"
+threads = 1
+[data]
+dataset = "tensors"
+dir = {json.dumps(data)}
+validation = 0
+[train]
+epochs = 2
+batch_size = 60
+milestones = []
+select = "last"
+[prune]
+iterations = 1
+batch_size = 200
+[retrain]
+epochs = 1
+batch_size = 60
+milestones = []
+select = "last"
+''')
+            run = os.path.join(d, "run")
+            relief("run", "-q", "--no-plots", cfg, "--out", run)
+            with open(os.path.join(run, "metrics.json")) as f:
+                last = json.load(f)[-1]
+            self.assertEqual(last["iteration"], 1)
+            self.assertGreater(last["acc_retrained"], 50.0, "LeNet-300-100 learns the saved digits")
+            compact = os.path.join(d, "small.safetensors")
+            relief("export", "--compact", os.path.join(run, "iter-001.safetensors"), "--out", compact)
+            ev = relief_eval(Path(compact))
+            self.assertEqual(ev["test_examples"], 300)
+            self.assertAlmostEqual(ev["test_accuracy"], last["acc_retrained"], places=6)
 
 
 if __name__ == "__main__":

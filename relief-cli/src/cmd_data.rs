@@ -42,6 +42,14 @@ pub enum DatasetName {
     Cifar100,
     /// Tiny-ImageNet-200.
     TinyImagenet,
+    /// Fashion-MNIST (MNIST's 4 IDX files; verify only, no official download here).
+    FashionMnist,
+    /// Any MNIST-format IDX directory (verify only).
+    Idx,
+    /// Your tensors: train.safetensors + test.safetensors, or one .safetensors file (verify only).
+    Tensors,
+    /// An image folder: train/<class>/, test/<class>/ (verify only).
+    Imagefolder,
 }
 
 impl From<DatasetName> for DatasetKind {
@@ -51,6 +59,10 @@ impl From<DatasetName> for DatasetKind {
             DatasetName::Cifar10 => DatasetKind::Cifar10,
             DatasetName::Cifar100 => DatasetKind::Cifar100,
             DatasetName::TinyImagenet => DatasetKind::TinyImageNet,
+            DatasetName::FashionMnist => DatasetKind::FashionMnist,
+            DatasetName::Idx => DatasetKind::Idx,
+            DatasetName::Tensors => DatasetKind::Tensors,
+            DatasetName::Imagefolder => DatasetKind::ImageFolder,
         }
     }
 }
@@ -147,7 +159,19 @@ fn run_verify(a: VerifyArgs) -> Result<()> {
     data.validate().with_context(context)?;
     let [c, h, w] = data.image_shape();
     println!("{} in {}", data.name, a.dir.display());
-    println!("  classes {}   image {c}x{h}x{w} u8", data.classes);
+    if data.preprocess == relief_data::Preprocess::Identity {
+        // normalised when loaded (Fashion-MNIST and your own data)
+        let shape: Vec<String> = data.example_shape.iter().map(|d| d.to_string()).collect();
+        println!("  classes {}   examples {} f32", data.classes, shape.join("x"));
+        if let Some(n) = &data.normalization {
+            println!("  normalised with mean {:?} std {:?}", n.mean, n.std);
+        }
+        if !data.class_names.is_empty() {
+            println!("  class names: {}", data.class_names.join(", "));
+        }
+    } else {
+        println!("  classes {}   image {c}x{h}x{w} u8", data.classes);
+    }
     println!("  train {} images   test {} images", data.train.len(), data.test.len());
     match cache {
         Some(CacheOutcome::Hit(p)) => println!("  cache: read {}", p.display()),

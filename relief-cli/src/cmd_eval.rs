@@ -24,8 +24,9 @@ pub struct EvalArgs {
     /// Classes of the last layer (default: the checkpoint's metadata).
     #[arg(long)]
     pub num_classes: Option<i64>,
-    /// Dataset to measure accuracy on: mnist, cifar10, cifar100, tiny-imagenet (default: the
-    /// checkpoint's metadata).
+    /// Dataset to measure accuracy on: mnist, cifar10, cifar100, tiny-imagenet, fashion-mnist,
+    /// idx, tensors, imagefolder (default: the checkpoint's metadata, which for the last four
+    /// also records the shape, classes and normalisation, so the same test set is rebuilt).
     #[arg(long)]
     pub dataset: Option<String>,
     /// Dataset directory (default: the checkpoint's metadata, else `data/<dataset>`).
@@ -71,6 +72,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             &args.checkpoint,
         )?
     };
+    let class_names: Option<Vec<String>> =
+        ck.get("data_class_names").and_then(|v| serde_json::from_str(v).ok());
     if args.json {
         let v = json!({
             "checkpoint": args.checkpoint.display().to_string(),
@@ -81,6 +84,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "iteration": ck.get("iteration").and_then(|s| s.parse::<i64>().ok()),
             "test_accuracy": test_acc.map(|a| a.0),
             "test_examples": test_acc.map(|a| a.1),
+            "dataset": ck.get("dataset"),
+            "class_names": class_names,
             "params_alive": acc.params_alive,
             "params_total": acc.params_total,
             "compression": acc.compression(),
@@ -97,6 +102,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let kind = if compacted { ", compacted" } else { "" };
     println!("{} ({}{kind}, {} classes)", args.checkpoint.display(), graph.arch, graph.num_classes);
+    if let (Some(dataset), Some(shape)) = (ck.get("dataset"), ck.get("data_shape")) {
+        let shape = format!(", examples {shape}");
+        let norm = match (ck.get("data_mean"), ck.get("data_std")) {
+            (Some(m), Some(s)) => format!(", normalised with mean [{m}] std [{s}]"),
+            _ => String::new(),
+        };
+        println!("  dataset: {dataset}{shape}{norm}");
+    }
+    if let Some(names) = &class_names {
+        println!("  classes: {}", names.join(", "));
+    }
     if let Some((a, n)) = test_acc {
         println!("  test accuracy: {a:.2} % on {n} examples");
     }

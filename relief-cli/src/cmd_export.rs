@@ -91,6 +91,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // Provenance, so `relief eval` can find the data and report against the dense model.
     let mut extra: std::collections::BTreeMap<String, String> = ["dataset", "data_dir", "iteration"]
         .into_iter()
+        .chain(relief_experiment::pipeline::DATA_METADATA_KEYS)
         .filter_map(|k| ck.get(k).map(|v| (k.to_string(), v.to_string())))
         .collect();
     extra.insert("source".to_string(), origin.display().to_string());

@@ -39,7 +39,7 @@ fn every_preset_parses_and_validates() {
 
 #[test]
 fn the_demo_binary_copy_is_the_demo_file() {
-    let file = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml"))
-        .unwrap();
+    let file =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml")).unwrap();
     assert_eq!(file, relief_cli::cmd_demo::DEMO_TOML);
 }

@@ -17,6 +17,7 @@ use crate::preprocess::Preprocess;
 use crate::rng::Mt19937;
 use crate::split::{Split, ValSize};
 use crate::tiny_imagenet::{load_tiny_imagenet, TinyImageNetOptions};
+use crate::user::UserOptions;
 
 /// The datasets relief knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,10 +30,21 @@ pub enum DatasetKind {
     Cifar100,
     /// Tiny-ImageNet-200, 200 classes, `3 x 64 x 64`.
     TinyImageNet,
+    /// Fashion-MNIST (MNIST's IDX files and layout), 10 classes, `1 x 28 x 28`, normalised with
+    /// its training-set statistics ([`crate::user::FASHION_MNIST_MEAN`]).
+    FashionMnist,
+    /// Any directory of MNIST-format IDX files: image size from the header, classes from the
+    /// labels, normalised with the training split's mean and std (see [`crate::user`]).
+    Idx,
+    /// User tensors in safetensors files (`x`, `y`; see [`crate::user`]).
+    Tensors,
+    /// Image files in `train/<class>/` and `test/<class>/` folders, as torchvision's
+    /// `ImageFolder` (see [`crate::imagefolder`]).
+    ImageFolder,
 }
 
 impl DatasetKind {
-    /// Every kind, in CLI order.
+    /// Every kind with official archives (what `relief data fetch` knows), in CLI order.
     pub const ALL: [DatasetKind; 4] =
         [DatasetKind::Mnist, DatasetKind::Cifar10, DatasetKind::Cifar100, DatasetKind::TinyImageNet];
 
@@ -43,39 +55,62 @@ impl DatasetKind {
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
             DatasetKind::TinyImageNet => "tiny-imagenet",
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Idx => "idx",
+            DatasetKind::Tensors => "tensors",
+            DatasetKind::ImageFolder => "imagefolder",
         }
     }
 
-    /// Number of classes (CIFAR-100 fine labels).
-    pub fn classes(self) -> i64 {
+    /// Whether shape and classes come from the data (user datasets) rather than the kind.
+    pub fn is_user(self) -> bool {
+        matches!(self, DatasetKind::Idx | DatasetKind::Tensors | DatasetKind::ImageFolder)
+    }
+
+    /// Number of classes (CIFAR-100 fine labels); `None` for user datasets, whose class count
+    /// comes from their labels ([`crate::user::inspect`]).
+    pub fn classes(self) -> Option<i64> {
         match self {
-            DatasetKind::Mnist | DatasetKind::Cifar10 => 10,
-            DatasetKind::Cifar100 => 100,
-            DatasetKind::TinyImageNet => 200,
+            DatasetKind::Mnist | DatasetKind::Cifar10 | DatasetKind::FashionMnist => Some(10),
+            DatasetKind::Cifar100 => Some(100),
+            DatasetKind::TinyImageNet => Some(200),
+            DatasetKind::Idx | DatasetKind::Tensors | DatasetKind::ImageFolder => None,
         }
     }
 
-    /// `[C, H, W]` of one image.
-    pub fn image_shape(self) -> [i64; 3] {
+    /// `[C, H, W]` of one image; `None` for user datasets ([`crate::user::inspect`]).
+    pub fn image_shape(self) -> Option<[i64; 3]> {
         match self {
-            DatasetKind::Mnist => [1, 28, 28],
-            DatasetKind::Cifar10 | DatasetKind::Cifar100 => [3, 32, 32],
-            DatasetKind::TinyImageNet => [3, 64, 64],
+            DatasetKind::Mnist | DatasetKind::FashionMnist => Some([1, 28, 28]),
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => Some([3, 32, 32]),
+            DatasetKind::TinyImageNet => Some([3, 64, 64]),
+            DatasetKind::Idx | DatasetKind::Tensors | DatasetKind::ImageFolder => None,
         }
     }
 
-    /// The paper's preprocessing: `/255` for MNIST, ImageNet-normalised otherwise.
+    /// The paper's preprocessing: `/255` for MNIST, ImageNet-normalised for CIFAR and
+    /// Tiny-ImageNet; none at batch time for Fashion-MNIST and user datasets (normalised to
+    /// `f32` when loaded).
     pub fn preprocess(self) -> Preprocess {
         match self {
             DatasetKind::Mnist => Preprocess::Scale,
+            DatasetKind::FashionMnist
+            | DatasetKind::Idx
+            | DatasetKind::Tensors
+            | DatasetKind::ImageFolder => Preprocess::Identity,
             _ => Preprocess::IMAGENET,
         }
     }
 
-    /// The paper's training augmentation: none for MNIST, crop + flip otherwise.
+    /// The paper's training augmentation: none for MNIST (and Fashion-MNIST and user
+    /// datasets), crop + flip otherwise.
     pub fn train_augment(self) -> Option<Augment> {
         match self {
-            DatasetKind::Mnist => None,
+            DatasetKind::Mnist
+            | DatasetKind::FashionMnist
+            | DatasetKind::Idx
+            | DatasetKind::Tensors
+            | DatasetKind::ImageFolder => None,
             DatasetKind::Cifar10 | DatasetKind::Cifar100 => Some(Augment::CIFAR),
             DatasetKind::TinyImageNet => Some(Augment::TINY_IMAGENET),
         }
@@ -97,8 +132,13 @@ impl FromStr for DatasetKind {
             "cifar10" | "cifar-10" => Ok(DatasetKind::Cifar10),
             "cifar100" | "cifar-100" => Ok(DatasetKind::Cifar100),
             "tiny-imagenet" | "tinyimagenet" | "tiny-imagenet-200" => Ok(DatasetKind::TinyImageNet),
+            "fashion-mnist" | "fashionmnist" => Ok(DatasetKind::FashionMnist),
+            "idx" => Ok(DatasetKind::Idx),
+            "tensors" => Ok(DatasetKind::Tensors),
+            "imagefolder" | "image-folder" => Ok(DatasetKind::ImageFolder),
             other => Err(DataError::invalid(format!(
-                "unknown dataset {other:?}; expected mnist, cifar10, cifar100 or tiny-imagenet"
+                "unknown dataset {other:?}; expected mnist, cifar10, cifar100, tiny-imagenet, \
+                 fashion-mnist, idx, tensors or imagefolder"
             ))),
         }
     }
@@ -134,31 +174,76 @@ pub struct Dataset {
     pub preprocess: Preprocess,
     /// Training augmentation (none for MNIST).
     pub augment: Option<Augment>,
+    /// For datasets normalised when loaded (Fashion-MNIST, user datasets): the per-channel
+    /// (per-feature) mean and std used, so that the same test set can be rebuilt.
+    pub normalization: Option<Normalization>,
+    /// Shape of one example as the data has it: `[C, H, W]`, or `[F]` for feature vectors
+    /// (stored as `F x 1 x 1`).
+    pub example_shape: Vec<i64>,
+    /// Class names by index, where the data names its classes (image folders); else empty.
+    pub class_names: Vec<String>,
+    /// When the test split was carved from the training data ([`UserOptions::test_split`]):
+    /// its size ...
+    pub test_carve: Option<ValSize>,
+    /// ... and the seed of the carve.
+    pub split_seed: u32,
+}
+
+/// Per-channel mean and std a dataset was normalised with when loaded: `(x - mean) / std`
+/// (after `/ 255` for `u8` data).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalization {
+    /// One value per channel (or feature).
+    pub mean: Vec<f64>,
+    /// One value per channel (or feature).
+    pub std: Vec<f64>,
 }
 
 impl Dataset {
     /// A dataset of `kind` with that kind's class count, preprocessing and augmentation.
+    /// User kinds take their class count from the labels (max + 1).
     pub fn new(kind: DatasetKind, train: Split, test: Split) -> Self {
+        let classes = kind.classes().unwrap_or_else(|| {
+            let max = |s: &Split| if s.is_empty() { -1 } else { s.labels.max().int64_value(&[]) };
+            max(&train).max(max(&test)) + 1
+        });
+        let example_shape = train.image_shape().to_vec();
         Self {
             kind,
             name: kind.name().to_string(),
-            classes: kind.classes(),
+            classes,
             train,
             val: None,
             test,
             preprocess: kind.preprocess(),
             augment: kind.train_augment(),
+            normalization: None,
+            example_shape,
+            class_names: Vec::new(),
+            test_carve: None,
+            split_seed: 0,
         }
     }
 
     /// Loads `kind` from `dir` (the directory the official archive was extracted into, or the
     /// archive's own top directory). CIFAR-100 gets fine labels; Tiny-ImageNet is cached.
+    /// Fashion-MNIST and user datasets are loaded with [`UserOptions::default`].
     pub fn load(kind: DatasetKind, dir: &Path) -> Result<Self, DataError> {
+        Self::load_with(kind, dir, &UserOptions::default())
+    }
+
+    /// Like [`Dataset::load`], with the options of user datasets (normalisation, class count;
+    /// ignored by the built-in kinds other than Fashion-MNIST's class count).
+    pub fn load_with(kind: DatasetKind, dir: &Path, options: &UserOptions) -> Result<Self, DataError> {
         match kind {
             DatasetKind::Mnist => load_mnist(dir),
             DatasetKind::Cifar10 => load_cifar10(dir),
             DatasetKind::Cifar100 => load_cifar100(dir, Cifar100Labels::Fine),
             DatasetKind::TinyImageNet => load_tiny_imagenet(dir, &TinyImageNetOptions::default()),
+            DatasetKind::FashionMnist
+            | DatasetKind::Idx
+            | DatasetKind::Tensors
+            | DatasetKind::ImageFolder => crate::user::load_user(kind, dir, options),
         }
     }
 
@@ -187,6 +272,11 @@ impl Dataset {
             test: self.test.to_device(device)?,
             preprocess: self.preprocess,
             augment: self.augment,
+            normalization: self.normalization.clone(),
+            example_shape: self.example_shape.clone(),
+            class_names: self.class_names.clone(),
+            test_carve: self.test_carve,
+            split_seed: self.split_seed,
         })
     }
 
@@ -254,12 +344,12 @@ mod tests {
     use tch::Kind;
 
     fn toy(kind: DatasetKind, n: i64) -> Dataset {
-        let [c, h, w] = kind.image_shape();
+        let [c, h, w] = kind.image_shape().unwrap();
         let images = Tensor::arange(n, (Kind::Int64, Device::Cpu))
             .to_kind(Kind::Uint8)
             .view([n, 1, 1, 1])
             .repeat([1, c, h, w]);
-        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(kind.classes());
+        let labels = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(kind.classes().unwrap());
         let split = Split { images, labels };
         Dataset::new(kind, split.shallow_clone(), split)
     }

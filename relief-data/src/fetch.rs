@@ -93,8 +93,12 @@ fn archive(file: &str, url: &str, sha256: &str, md5: &str, size: u64) -> Source 
 }
 
 /// The official downloads of `kind` (see `docs/data.md` for where each checksum comes from).
+/// Empty for Fashion-MNIST and user datasets (not fetched by relief).
 pub fn official_sources(kind: DatasetKind) -> Vec<Source> {
     match kind {
+        DatasetKind::FashionMnist | DatasetKind::Idx | DatasetKind::Tensors | DatasetKind::ImageFolder => {
+            Vec::new()
+        }
         DatasetKind::Mnist => MNIST_FILES
             .iter()
             .map(|(file, sha256, md5, size)| Source {
@@ -173,6 +177,12 @@ pub struct FetchReport {
 /// Fetches the official files of `kind` into `dir` (honouring `options.mirror`).
 pub fn fetch(kind: DatasetKind, dir: &Path, options: &FetchOptions) -> Result<FetchReport, DataError> {
     let mut sources = official_sources(kind);
+    if sources.is_empty() {
+        return Err(DataError::invalid(format!(
+            "{kind}: relief has no official download for this dataset; put its files into {} yourself",
+            dir.display()
+        )));
+    }
     if let Some(m) = &options.mirror {
         sources = sources.iter().map(|s| s.mirrored(m)).collect();
     }

@@ -56,6 +56,16 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 
 /// Parses IDX image bytes into `N x 1 x 28 x 28` `u8`.
 pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<Tensor, DataError> {
+    parse_idx_images_sized(bytes, path, Some((28, 28)))
+}
+
+/// Parses IDX image bytes into `N x 1 x rows x cols` `u8`; `expected` (rows, cols), when
+/// given, is checked.
+pub fn parse_idx_images_sized(
+    bytes: &[u8],
+    path: &Path,
+    expected: Option<(usize, usize)>,
+) -> Result<Tensor, DataError> {
     if bytes.len() < 16 {
         return Err(DataError::format(
             path,
@@ -70,8 +80,13 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<Tensor, DataError> 
         ));
     }
     let (n, rows, cols) = (be_u32(bytes, 4) as usize, be_u32(bytes, 8) as usize, be_u32(bytes, 12) as usize);
-    if rows != 28 || cols != 28 {
-        return Err(DataError::format(path, format!("images are {rows}x{cols}, expected 28x28")));
+    if let Some((er, ec)) = expected {
+        if rows != er || cols != ec {
+            return Err(DataError::format(path, format!("images are {rows}x{cols}, expected {er}x{ec}")));
+        }
+    }
+    if rows == 0 || cols == 0 {
+        return Err(DataError::format(path, format!("images are {rows}x{cols}, expected at least 1x1")));
     }
     let want = n * rows * cols;
     let data = &bytes[16..];
@@ -85,8 +100,9 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<Tensor, DataError> 
     Ok(Tensor::from_slice(data).view([n as i64, 1, rows as i64, cols as i64]))
 }
 
-/// Parses IDX label bytes into `N` `i64`, checking every label is below `classes`.
-pub fn parse_idx_labels(bytes: &[u8], path: &Path, classes: u8) -> Result<Tensor, DataError> {
+/// Parses IDX label bytes into `N` `i64`, checking every label is below `classes` (at most
+/// 256: any byte).
+pub fn parse_idx_labels(bytes: &[u8], path: &Path, classes: u16) -> Result<Tensor, DataError> {
     if bytes.len() < 8 {
         return Err(DataError::format(
             path,
@@ -109,7 +125,7 @@ pub fn parse_idx_labels(bytes: &[u8], path: &Path, classes: u8) -> Result<Tensor
             format!("{what}: header says {n} labels, file has {}", data.len()),
         ));
     }
-    if let Some((i, &bad)) = data.iter().enumerate().find(|(_, &l)| l >= classes) {
+    if let Some((i, &bad)) = data.iter().enumerate().find(|(_, &l)| u16::from(l) >= classes) {
         return Err(DataError::format(
             path,
             format!("label {bad} at index {i} is out of range 0..{classes}"),
@@ -119,7 +135,7 @@ pub fn parse_idx_labels(bytes: &[u8], path: &Path, classes: u8) -> Result<Tensor
 }
 
 /// Finds `stem` or `stem.gz` in `dir`.
-fn locate(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
+pub(crate) fn locate(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
     for name in [stem.to_string(), format!("{stem}.gz")] {
         let p = dir.join(&name);
         if p.is_file() {

@@ -26,6 +26,9 @@ pub enum Preprocess {
         /// Per-channel standard deviation (after `/ 255`).
         std: [f64; 3],
     },
+    /// None: the images are already `f32` network input (user datasets, normalised when loaded;
+    /// see [`crate::user`]).
+    Identity,
 }
 
 impl Preprocess {
@@ -42,13 +45,14 @@ impl Preprocess {
 #[derive(Debug)]
 pub struct Prepared {
     mean_std: Option<(Tensor, Tensor)>,
+    identity: bool,
 }
 
 impl Prepared {
     /// Builds the `1 x 3 x 1 x 1` float32 mean and std tensors on `device`.
     pub fn new(pre: Preprocess, device: tch::Device) -> Result<Self, DataError> {
         let mean_std = match pre {
-            Preprocess::Scale => None,
+            Preprocess::Scale | Preprocess::Identity => None,
             Preprocess::Normalize { mean, std } => {
                 let t = |v: [f64; 3]| -> Result<Tensor, DataError> {
                     let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
@@ -57,12 +61,21 @@ impl Prepared {
                 Some((t(mean)?, t(std)?))
             }
         };
-        Ok(Self { mean_std })
+        Ok(Self { mean_std, identity: pre == Preprocess::Identity })
     }
 
     /// Preprocesses `u8` images `B x C x H x W` into `f32`.
     pub fn apply(&self, images: &Tensor) -> Result<Tensor, DataError> {
         let size = images.size();
+        if self.identity {
+            if size.len() != 4 || images.kind() != Kind::Float {
+                return Err(DataError::invalid(format!(
+                    "preprocess expects f32 B x C x H x W inputs, got {size:?} {:?}",
+                    images.kind()
+                )));
+            }
+            return Ok(images.shallow_clone());
+        }
         if size.len() != 4 || images.kind() != Kind::Uint8 {
             return Err(DataError::invalid(format!(
                 "preprocess expects u8 B x C x H x W images, got {size:?} {:?}",

@@ -43,12 +43,13 @@ impl Split {
         [s[1], s[2], s[3]]
     }
 
-    /// Checks the tensor invariants: 4-d `u8` images, 1-d `i64` labels of the same length.
+    /// Checks the tensor invariants: 4-d `u8` images (or `f32` already preprocessed, for user
+    /// datasets), 1-d `i64` labels of the same length.
     pub fn validate(&self) -> Result<(), DataError> {
         let (is, ls) = (self.images.size(), self.labels.size());
-        if is.len() != 4 || self.images.kind() != Kind::Uint8 {
+        if is.len() != 4 || !matches!(self.images.kind(), Kind::Uint8 | Kind::Float) {
             return Err(DataError::invalid(format!(
-                "images must be N x C x H x W u8, got {is:?} {:?}",
+                "images must be N x C x H x W u8 (or f32), got {is:?} {:?}",
                 self.images.kind()
             )));
         }

@@ -100,6 +100,18 @@ pub enum DatasetName {
     Cifar100,
     /// Tiny-ImageNet-200 (the official `val/` images serve as test set).
     TinyImagenet,
+    /// Fashion-MNIST (MNIST's IDX files; 10 classes, its standard normalisation).
+    FashionMnist,
+    /// Any directory of MNIST-format IDX files: shape from the header, classes from the labels,
+    /// normalised with the training split's mean and std unless `data.mean`/`data.std` are set.
+    Idx,
+    /// The user's tensors: `data.dir` holds `train.safetensors` and `test.safetensors` (tensors
+    /// `x`, `y`), or names one `.safetensors` file with `train_x`, `train_y`, `test_x`, `test_y`
+    /// (see docs/data.md).
+    Tensors,
+    /// Image files in `data.dir/train/<class>/` and `data.dir/test/<class>/` (or `val/`), as
+    /// torchvision's `ImageFolder` (PNG, JPEG, BMP, GIF, WebP).
+    Imagefolder,
 }
 
 impl DatasetName {
@@ -110,6 +122,10 @@ impl DatasetName {
             DatasetName::Cifar10 => relief_data::DatasetKind::Cifar10,
             DatasetName::Cifar100 => relief_data::DatasetKind::Cifar100,
             DatasetName::TinyImagenet => relief_data::DatasetKind::TinyImageNet,
+            DatasetName::FashionMnist => relief_data::DatasetKind::FashionMnist,
+            DatasetName::Idx => relief_data::DatasetKind::Idx,
+            DatasetName::Tensors => relief_data::DatasetKind::Tensors,
+            DatasetName::Imagefolder => relief_data::DatasetKind::ImageFolder,
         }
     }
 }
@@ -137,11 +153,40 @@ impl std::fmt::Display for ValSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// mnist, cifar10, cifar100 or tiny-imagenet.
+    /// mnist, cifar10, cifar100, tiny-imagenet, fashion-mnist, idx (any MNIST-format
+    /// directory), tensors (safetensors files of the user's own data) or imagefolder.
     pub dataset: DatasetName,
-    /// Directory with the dataset's files (default: `data/<dataset>`).
+    /// Directory with the dataset's files (default: `data/<dataset>`); for `tensors` also one
+    /// `.safetensors` file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// `idx`, `tensors`, `fashion-mnist`: per-channel (or per-feature) mean subtracted after
+    /// `/255` (one value, or one per channel). Default: the training split's mean for `u8`
+    /// data, Fashion-MNIST's standard 0.2860, none for `f32` tensors. Left out of the resolved
+    /// config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    /// Per-channel standard deviation divided by, like `mean` (default: the training split's;
+    /// Fashion-MNIST 0.3530; none for `f32` tensors). Left out of the resolved config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
+    /// `imagefolder`: 1 (grey) or 3 (RGB) channels (default: 3 when any image has colour, else
+    /// 1). Left out of the resolved config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<i64>,
+    /// `imagefolder`: `[H, W]`; each image is scaled (bilinear, aspect kept) to cover it and
+    /// centre-cropped (default: the images' common size; mixed sizes are refused). Left out of
+    /// the resolved config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<[i64; 2]>,
+    /// `idx`, `tensors`, `imagefolder`: carve the test split from the training data (a float in
+    /// (0, 1) is a share, an integer a count) when the data has no test split of its own (see
+    /// docs/data.md). Left out of the resolved config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_split: Option<ValSpec>,
+    /// Seed of the `test_split` carve (default 0). Left out of the resolved config when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u32>,
     /// Validation split carved from the training set (seeded): a float in (0, 1) is a share,
     /// an integer a count; 0 = none (needed by `select = "best-val"`).
     pub validation: ValSpec,
@@ -164,6 +209,12 @@ impl Default for DataConfig {
         Self {
             dataset: DatasetName::Mnist,
             dir: None,
+            mean: None,
+            std: None,
+            channels: None,
+            image_size: None,
+            test_split: None,
+            split_seed: None,
             validation: ValSpec::Fraction(0.1),
             train_limit: 0,
             test_limit: 0,
@@ -543,6 +594,22 @@ impl Config {
     pub fn hash(&self) -> String {
         let digest = Sha256::digest(self.to_toml().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The options of user datasets (`data.mean`, `data.std`, `num_classes`).
+    pub fn user_options(&self) -> relief_data::UserOptions {
+        relief_data::UserOptions {
+            mean: self.data.mean.clone(),
+            std: self.data.std.clone(),
+            num_classes: self.num_classes,
+            channels: self.data.channels,
+            image_size: self.data.image_size,
+            test_split: self.data.test_split.map(|v| match v {
+                ValSpec::Count(n) => relief_data::ValSize::Count(n),
+                ValSpec::Fraction(f) => relief_data::ValSize::Fraction(f),
+            }),
+            split_seed: self.data.split_seed.unwrap_or(0),
+        }
     }
 
     /// The data directory (`data.dir`, default `data/<dataset>`).

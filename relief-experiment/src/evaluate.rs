@@ -15,7 +15,7 @@ use serde::Serialize;
 use tch::Device;
 
 use crate::checkpoint::Checkpoint;
-use crate::pipeline::{accuracy, load_dataset, DataSpec};
+use crate::pipeline::{accuracy, load_dataset, options_from_metadata, DataSpec};
 
 /// The counts `relief export --compact` recorded: the dense model's and the compacted one's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,6 +118,16 @@ impl LoadedModel {
             bail!("{}: no dataset in the metadata; pass --dataset (or --no-data)", origin.display())
         };
         let kind: DatasetKind = name.parse().map_err(|e| anyhow!("--dataset: {e}"))?;
+        // The normalisation and class count recorded for this dataset (user datasets,
+        // Fashion-MNIST), so that the test set is the one the model saw.
+        let recorded =
+            self.checkpoint.get("dataset").and_then(|d| d.parse::<DatasetKind>().ok()) == Some(kind);
+        let options = if recorded {
+            options_from_metadata(|k| self.checkpoint.get(k).map(String::from))
+                .map_err(|e| anyhow!("{}: {e}", origin.display()))?
+        } else {
+            relief_data::UserOptions::default()
+        };
         let dir = dir
             .map(Path::to_path_buf)
             .or_else(|| self.checkpoint.get("data_dir").map(PathBuf::from))
@@ -131,6 +141,7 @@ impl LoadedModel {
             train_limit: 1,
             test_limit,
             device,
+            options,
         })?;
         let bound = Bound::new(&self.graph, &self.params)?;
         Ok(accuracy(&self.graph, &bound, &self.masks, &data, SplitKind::Test, batch_size)?

@@ -68,11 +68,13 @@ pub struct DataSpec<'a> {
     pub test_limit: i64,
     /// Device of the tensors.
     pub device: Device,
+    /// Normalisation and class count of user datasets (ignored by the built-in kinds).
+    pub options: relief_data::UserOptions,
 }
 
 /// Loads a dataset, carves the validation split, applies the limits, moves it to the device.
 pub fn load_dataset(spec: &DataSpec<'_>) -> Result<Dataset> {
-    let mut data = Dataset::load(spec.kind, spec.dir)
+    let mut data = Dataset::load_with(spec.kind, spec.dir, &spec.options)
         .with_context(|| format!("loading {} from {}", spec.kind, spec.dir.display()))?;
     if let Some(v) = spec.validation {
         data = data.with_validation(v, spec.seed as u32).context("data.validation")?;
@@ -91,6 +93,106 @@ pub fn load_dataset(spec: &DataSpec<'_>) -> Result<Dataset> {
         data.test = s;
     }
     Ok(data.to_device(spec.device)?)
+}
+
+/// Checkpoint metadata describing a dataset whose shape, classes or normalisation come from the
+/// data (Fashion-MNIST, `idx`, `tensors`), so that `relief eval` rebuilds the same test set:
+/// `data_shape` (`1x28x28`, or `784` for feature vectors), `data_classes`, and `data_mean` /
+/// `data_std` (comma-separated, one per channel) when normalised, and for image folders
+/// `data_channels`, `data_image_size` (`HxW`) and `data_class_names` (a JSON list). Empty for
+/// the other kinds.
+pub fn data_metadata(data: &Dataset) -> Vec<(&'static str, String)> {
+    if !data.kind.is_user() && data.normalization.is_none() {
+        return Vec::new();
+    }
+    let join = |v: &[f64]| v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(",");
+    let shape = data.example_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let mut out = vec![("data_shape", shape), ("data_classes", data.classes.to_string())];
+    if let Some(n) = &data.normalization {
+        out.push(("data_mean", join(&n.mean)));
+        out.push(("data_std", join(&n.std)));
+    }
+    if let Some(split) = data.test_carve {
+        out.push((
+            "data_test_split",
+            match split {
+                ValSize::Fraction(f) => format!("{f:?}"),
+                ValSize::Count(n) => n.to_string(),
+            },
+        ));
+        out.push(("data_split_seed", data.split_seed.to_string()));
+    }
+    if data.kind == DatasetKind::ImageFolder {
+        let [c, h, w] = data.image_shape();
+        out.push(("data_channels", c.to_string()));
+        out.push(("data_image_size", format!("{h}x{w}")));
+        out.push(("data_class_names", serde_json::to_string(&data.class_names).unwrap_or_default()));
+    }
+    out
+}
+
+/// The metadata keys [`data_metadata`] writes (copied into exported files).
+pub const DATA_METADATA_KEYS: [&str; 9] = [
+    "data_test_split",
+    "data_split_seed",
+    "data_shape",
+    "data_classes",
+    "data_mean",
+    "data_std",
+    "data_channels",
+    "data_image_size",
+    "data_class_names",
+];
+
+/// The [`relief_data::UserOptions`] recorded by [`data_metadata`] in `get`'s metadata; an
+/// unreadable value is an error naming the key.
+pub fn options_from_metadata(get: impl Fn(&str) -> Option<String>) -> Result<relief_data::UserOptions> {
+    let list = |key: &str| -> Result<Option<Vec<f64>>> {
+        get(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|x| x.trim().parse::<f64>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| anyhow!("metadata `{key}` = {v:?}: {e}"))
+            })
+            .transpose()
+    };
+    let num_classes = get("data_classes")
+        .map(|v| v.parse::<i64>().map_err(|e| anyhow!("metadata `data_classes` = {v:?}: {e}")))
+        .transpose()?;
+    let channels = get("data_channels")
+        .map(|v| v.parse::<i64>().map_err(|e| anyhow!("metadata `data_channels` = {v:?}: {e}")))
+        .transpose()?;
+    let image_size = get("data_image_size")
+        .map(|v| {
+            let hw: Vec<i64> = v.split('x').filter_map(|x| x.trim().parse().ok()).collect();
+            match hw[..] {
+                [h, w] => Ok([h, w]),
+                _ => Err(anyhow!("metadata `data_image_size` = {v:?}: expected HxW")),
+            }
+        })
+        .transpose()?;
+    let test_split = get("data_test_split")
+        .map(|v| {
+            v.parse::<i64>()
+                .map(ValSize::Count)
+                .or_else(|_| v.parse::<f64>().map(ValSize::Fraction))
+                .map_err(|e| anyhow!("metadata `data_test_split` = {v:?}: {e}"))
+        })
+        .transpose()?;
+    let split_seed = get("data_split_seed")
+        .map(|v| v.parse::<u32>().map_err(|e| anyhow!("metadata `data_split_seed` = {v:?}: {e}")))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(relief_data::UserOptions {
+        mean: list("data_mean")?,
+        std: list("data_std")?,
+        num_classes,
+        channels,
+        image_size,
+        test_split,
+        split_seed,
+    })
 }
 
 /// Accuracy (%) of the masked model on split `which` (`None` when the split does not exist).
@@ -168,6 +270,7 @@ impl<'a> Pipeline<'a> {
             train_limit: c.data.train_limit,
             test_limit: c.data.test_limit,
             device: plan.device,
+            options: c.user_options(),
         })?;
         if let PruneMethod::Nnrelief(_) = plan.method {
             if plan.last_iteration > 0 && c.prune.batch_size > data.train.len() {
@@ -214,6 +317,9 @@ impl<'a> Pipeline<'a> {
         ck.set("semantics", c.prune.semantics);
         ck.set("dataset", self.plan.dataset.name());
         ck.set("data_dir", self.plan.data_dir.display());
+        for (key, value) in data_metadata(&self.data) {
+            ck.set(key, value);
+        }
         ck.set("name", &self.plan.name);
     }
 

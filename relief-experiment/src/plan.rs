@@ -134,6 +134,64 @@ pub fn spec_toml(arch: &Architecture) -> Option<String> {
     }
 }
 
+/// One example's shape and the class count of the configured dataset: fixed by the kind, or,
+/// for user datasets, read from the headers and labels in `data.dir` (a problem when they cannot
+/// be read, naming `data.dir`, the file and the tensor).
+fn data_info(config: &Config, problems: &mut Vec<String>) -> Option<relief_data::DataInfo> {
+    let kind = config.data.dataset.kind();
+    let d = &config.data;
+    let folder = kind == relief_data::DatasetKind::ImageFolder;
+    let user_only = [
+        ("data.channels", d.channels.is_some(), folder),
+        ("data.image_size", d.image_size.is_some(), folder),
+        ("data.test_split", d.test_split.is_some(), kind.is_user()),
+        ("data.split_seed", d.split_seed.is_some(), kind.is_user()),
+    ];
+    for (field, set, applies) in user_only {
+        if set && !applies {
+            problems.push(format!(
+                "{field} does not apply to dataset = \"{kind}\" (see docs/data.md, \"Your own data\")"
+            ));
+        }
+    }
+    if (d.mean.is_some() || d.std.is_some())
+        && !kind.is_user()
+        && kind != relief_data::DatasetKind::FashionMnist
+    {
+        problems.push(format!(
+            "data.mean / data.std do not apply to dataset = \"{kind}\" (its preprocessing is fixed); they apply to \
+             idx, tensors, imagefolder and fashion-mnist"
+        ));
+    }
+    match d.test_split {
+        Some(ValSpec::Fraction(f)) if !(f > 0.0 && f < 1.0) => {
+            problems.push(format!("data.test_split = {f}: expected a share in (0, 1) or a count >= 1"))
+        }
+        Some(ValSpec::Count(n)) if n < 1 => {
+            problems.push(format!("data.test_split = {n}: expected a share in (0, 1) or a count >= 1"))
+        }
+        _ => {}
+    }
+    if !kind.is_user() {
+        return Some(relief_data::DataInfo {
+            shape: kind.image_shape().map(|s| s.to_vec()).unwrap_or_default(),
+            classes: kind.classes().unwrap_or(2),
+        });
+    }
+    let dir = config.data_dir();
+    if !dir.exists() {
+        problems.push(format!("data.dir = {:?}: no such file or directory", dir.display().to_string()));
+        return None;
+    }
+    match relief_data::inspect(kind, &dir, &config.user_options()) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            problems.push(format!("data.dir = {:?} (dataset = \"{kind}\"): {e}", dir.display().to_string()));
+            None
+        }
+    }
+}
+
 fn must_exist(field: &str, path: &Path, dir: bool, problems: &mut Vec<String>) {
     let ok = if dir { path.is_dir() } else { path.is_file() };
     if !ok {
@@ -182,7 +240,11 @@ pub fn check_magnitude_match(config: &Config) -> Vec<String> {
             config.data.dataset.kind().name()
         ));
     }
-    let classes = |c: &Config| c.num_classes.unwrap_or(c.data.dataset.kind().classes());
+    let classes = |c: &Config| {
+        c.num_classes
+            .or(c.data.dataset.kind().classes())
+            .map_or("the dataset's".to_string(), |n| n.to_string())
+    };
     if classes(&matched) != classes(config) {
         problems.push(format!(
             "{field}: that run has {} classes (num_classes), this run {}",
@@ -258,7 +320,10 @@ impl Plan {
     fn build(config: Config, stages: Stages, origin: &str, defer_match: bool) -> Result<Self> {
         let mut problems = Vec::new();
         let dataset = config.data.dataset.kind();
-        let num_classes = config.num_classes.unwrap_or(dataset.classes());
+        // The example shape and class count: fixed by the kind, or read from the data's headers
+        // and labels (user datasets); `None` when the data cannot be read (a problem then).
+        let data_info = data_info(&config, &mut problems);
+        let num_classes = config.num_classes.or(data_info.as_ref().map(|i| i.classes)).unwrap_or(2);
         if num_classes < 2 {
             problems.push(format!("num_classes = {num_classes}: expected >= 2"));
         }
@@ -272,14 +337,21 @@ impl Plan {
         let graph = arch.as_ref().filter(|_| num_classes >= 2).and_then(|a| a.graph(num_classes).ok());
         if let Some(graph) = &graph {
             let want = relief_core::accounting::numel(&graph.input_shape);
-            let have = relief_core::accounting::numel(&dataset.image_shape());
-            if want != have {
+            if let Some(info) =
+                data_info.as_ref().filter(|i| relief_core::accounting::numel(&i.shape) != want)
+            {
+                let source = if dataset.is_user() {
+                    format!(" in {}", config.data_dir().display())
+                } else {
+                    String::new()
+                };
                 problems.push(format!(
-                    "model = {:?} takes inputs of shape {:?}, but {} images are {:?}",
+                    "model = {:?} takes inputs of shape {:?}, but {} {}{source} are {:?}",
                     config.model,
                     graph.input_shape,
                     dataset.name(),
-                    dataset.image_shape()
+                    if info.shape.len() == 1 { "feature vectors" } else { "images" },
+                    info.shape
                 ));
             }
             // The authors' ResNet code (reference semantics) is written around its stem: without
@@ -318,7 +390,9 @@ impl Plan {
             ));
         }
         let data_dir = config.data_dir();
-        must_exist("data.dir", &data_dir, true, &mut problems);
+        if !dataset.is_user() {
+            must_exist("data.dir", &data_dir, true, &mut problems);
+        }
         let validation = match config.data.validation {
             ValSpec::Count(0) => None,
             ValSpec::Count(n) if n > 0 => Some(ValSize::Count(n)),
