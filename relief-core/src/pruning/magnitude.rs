@@ -132,33 +132,32 @@ pub fn magnitude_prune(
                 }
                 let all = Tensor::cat(&scored.iter().map(|(_, s)| s.flatten(0, -1)).collect::<Vec<_>>(), 0);
                 let keep = exact_count_mask(&all, &all_alive, *k);
-                let mut offset = 0;
-                for (name, s) in &scored {
-                    let n = s.numel() as i64;
-                    let part = keep.narrow(0, offset, n).view_as(s);
-                    offset += n;
-                    let new = part * masks.get(name).expect("checked");
-                    masks.set(name, new.to_kind(Kind::Float));
-                }
+                split_global(&keep, &scored, masks);
             }
             MagnitudeTarget::Global(f) => {
                 check_fraction(*f)?;
                 let all = Tensor::cat(&scored.iter().map(|(_, s)| s.flatten(0, -1)).collect::<Vec<_>>(), 0);
                 let k = (f * all.numel() as f64).round() as i64;
                 let keep = top_k_mask(&all, k);
-                let mut offset = 0;
-                for (name, s) in &scored {
-                    let n = s.numel() as i64;
-                    let part = keep.narrow(0, offset, n).view_as(s);
-                    offset += n;
-                    let new = part * masks.get(name).expect("checked");
-                    masks.set(name, new.to_kind(Kind::Float));
-                }
+                split_global(&keep, &scored, masks);
             }
         }
         masks.apply(params);
         Ok(())
     })
+}
+
+/// Applies `keep` (0/1 over all layers' weights, concatenated in graph order) to each layer's
+/// mask.
+fn split_global(keep: &Tensor, scored: &[(String, Tensor)], masks: &mut MaskSet) {
+    let mut offset = 0;
+    for (name, s) in scored {
+        let n = s.numel() as i64;
+        let part = keep.narrow(0, offset, n).view_as(s);
+        offset += n;
+        let new = part * masks.get(name).expect("checked");
+        masks.set(name, new.to_kind(Kind::Float));
+    }
 }
 
 fn check_fraction(f: f64) -> Result<(), CoreError> {
