@@ -146,10 +146,23 @@ pub(crate) fn locate(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
 }
 
 fn load_split(dir: &Path, prefix: &str) -> Result<MnistSplit, DataError> {
+    let (_, images, labels) = load_idx_split(dir, prefix, Some((28, 28)), 10)?;
+    Ok(MnistSplit { images, labels })
+}
+
+/// One IDX split of `dir` (`<prefix>-images-idx3-ubyte[.gz]` and its labels): the images file's
+/// path, `N x 1 x rows x cols` `u8` images (of size `size` when given) and labels below
+/// `classes`, their counts checked against each other.
+pub(crate) fn load_idx_split(
+    dir: &Path,
+    prefix: &str,
+    size: Option<(usize, usize)>,
+    classes: u16,
+) -> Result<(PathBuf, Tensor, Tensor), DataError> {
     let ip = locate(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let lp = locate(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let images = parse_idx_images(&read_maybe_gz(&ip)?, &ip)?;
-    let labels = parse_idx_labels(&read_maybe_gz(&lp)?, &lp, 10)?;
+    let images = parse_idx_images_sized(&read_maybe_gz(&ip)?, &ip, size)?;
+    let labels = parse_idx_labels(&read_maybe_gz(&lp)?, &lp, classes)?;
     if images.size()[0] != labels.size()[0] {
         return Err(DataError::format(
             &lp,
@@ -161,7 +174,7 @@ fn load_split(dir: &Path, prefix: &str) -> Result<MnistSplit, DataError> {
             ),
         ));
     }
-    Ok(MnistSplit { images, labels })
+    Ok((ip, images, labels))
 }
 
 impl Mnist {

@@ -27,7 +27,7 @@ use tch::{Kind, Tensor};
 
 use crate::dataset::{Dataset, DatasetKind, Normalization};
 use crate::error::{check_dir, DataError};
-use crate::mnist::{locate, parse_idx_images_sized, parse_idx_labels, read_maybe_gz};
+use crate::mnist::{load_idx_split, locate, parse_idx_labels, read_maybe_gz};
 use crate::split::{Split, ValSize};
 
 /// Fashion-MNIST's training-set mean (after `/255`), its usual normalisation.
@@ -261,22 +261,8 @@ fn load_idx(kind: DatasetKind, dir: &Path, options: &UserOptions) -> Result<Data
     let fixed = kind == DatasetKind::FashionMnist;
     let mut splits = Vec::new();
     for prefix in idx_prefixes(dir, options)? {
-        let ip = locate(dir, &format!("{prefix}-images-idx3-ubyte"))?;
-        let lp = locate(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-        let images = parse_idx_images_sized(&read_maybe_gz(&ip)?, &ip, fixed.then_some((28, 28)))?;
         let limit = if fixed { 10 } else { label_limit(options.num_classes) };
-        let labels = parse_idx_labels(&read_maybe_gz(&lp)?, &lp, limit)?;
-        if images.size()[0] != labels.size()[0] {
-            return Err(DataError::format(
-                &lp,
-                format!(
-                    "count mismatch: {} labels for {} images in {}",
-                    labels.size()[0],
-                    images.size()[0],
-                    ip.display()
-                ),
-            ));
-        }
+        let (ip, images, labels) = load_idx_split(dir, prefix, fixed.then_some((28, 28)), limit)?;
         splits.push((ip, Split { images, labels }));
     }
     let (train, test, test_path) = if options.test_split.is_some() {
